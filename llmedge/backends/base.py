@@ -1,0 +1,65 @@
+"""The contract every inference engine implements: probe the host, load, stream chunks, close.
+
+Engines are imported inside their functions, so `import llmedge` never needs llama_cpp or mlx.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol, runtime_checkable
+
+from llmedge.generation import ChatMessage, GenerationChunk, SamplingParams
+
+
+@dataclass(frozen=True)
+class Availability:
+    """Whether a backend can run here, and why (or why not)."""
+
+    available: bool
+    reason: str
+
+
+@dataclass(frozen=True)
+class LoadOptions:
+    ctx_tokens: int
+    threads: int
+    gpu_layers: int = -1
+    seed: int | None = None
+
+
+@runtime_checkable
+class LoadedModel(Protocol):
+    """A model in memory, ready to generate. Not safe to call from two threads at once."""
+
+    @property
+    def ctx_tokens(self) -> int:
+        """Context window the model was loaded with."""
+        ...
+
+    def tokenize(self, text: str) -> list[int]: ...
+
+    def render_chat(self, messages: Sequence[ChatMessage]) -> str:
+        """The prompt for a conversation, through the model's own chat template."""
+        ...
+
+    def generate(
+        self, prompt_tokens: Sequence[int], params: SamplingParams, cancel: threading.Event
+    ) -> Iterator[GenerationChunk]:
+        """Stream the continuation of `prompt_tokens`; the last chunk has a finish reason."""
+        ...
+
+    def close(self) -> None: ...
+
+
+class Backend(Protocol):
+    """An inference engine llmedge can drive."""
+
+    name: str
+    formats: tuple[str, ...]
+
+    def probe(self) -> Availability: ...
+
+    def load(self, path: Path, options: LoadOptions) -> LoadedModel: ...

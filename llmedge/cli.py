@@ -1,0 +1,52 @@
+"""The `llmedge` command: parses arguments, runs one command, turns errors into one line."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+from types import ModuleType
+
+from llmedge import __version__
+from llmedge.errors import ExtraNotInstalledError, LlmedgeError
+
+# Each module adds its subcommands with `register(subparsers)`; heavy imports wait for the handler.
+COMMAND_MODULES = ("models", "run", "serve")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="llmedge",
+        description="Run LLMs on the machine in front of you.",
+    )
+    parser.add_argument("--version", action="version", version=f"llmedge {__version__}")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name in COMMAND_MODULES:
+        importlib.import_module(f"llmedge.commands.{name}").register(subparsers)
+    return parser
+
+
+def import_extra(module: str, extra: str) -> ModuleType:
+    """Import one of llmedge's optional packages, or say which extra brings it."""
+    try:
+        return importlib.import_module(module)
+    except ModuleNotFoundError as exc:
+        raise ExtraNotInstalledError(extra, exc.name or module) from exc
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        result: int | None = args.handler(args)
+    except LlmedgeError as exc:
+        print(f"llmedge: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print(file=sys.stderr)
+        return 130
+    return result or 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""The subcommands of `llmedge`, one module per group."""

@@ -1,0 +1,129 @@
+"""The errors llmedge raises: a small hierarchy with data on it, translated once at each edge.
+
+The CLI turns an `LlmedgeError` into one line and `exit_code`; the server turns it into OpenAI's
+error object with `http_status`, `error_type` and `code`. Messages say what to do next.
+"""
+
+from __future__ import annotations
+
+
+class LlmedgeError(Exception):
+    """Base of every error llmedge raises on purpose."""
+
+    http_status = 500
+    error_type = "server_error"
+    code: str | None = None
+    param: str | None = None
+    exit_code = 1
+
+
+class InvalidRequestError(LlmedgeError, ValueError):
+    """A request or argument that cannot be honoured as given."""
+
+    http_status = 400
+    error_type = "invalid_request_error"
+    exit_code = 2
+
+    def __init__(self, message: str, *, param: str | None = None, code: str | None = None) -> None:
+        super().__init__(message)
+        self.param = param
+        self.code = code
+
+
+class ModelNotFoundError(LlmedgeError, LookupError):
+    """A model name that is neither in the store nor in the model cards."""
+
+    http_status = 404
+    error_type = "invalid_request_error"
+    code = "model_not_found"
+    param = "model"
+
+    def __init__(self, name: str, hint: str | None = None) -> None:
+        self.name = name
+        message = f"model {name!r} is not in the store"
+        super().__init__(f"{message}; {hint}" if hint else message)
+
+
+class CorruptModelError(LlmedgeError):
+    """A stored blob whose size or sha256 no longer matches its manifest."""
+
+    code = "model_corrupt"
+
+    def __init__(self, name: str, path: str, reason: str) -> None:
+        self.name = name
+        self.path = path
+        self.reason = reason
+        super().__init__(
+            f"model {name!r} is damaged ({reason}): {path}; "
+            f"run `llmedge rm {name}` and pull it again"
+        )
+
+
+class InvalidModelFileError(LlmedgeError, ValueError):
+    """A file that is not a model llmedge can read (bad magic, truncated header, hostile sizes)."""
+
+    http_status = 400
+    error_type = "invalid_request_error"
+    exit_code = 2
+
+    def __init__(self, path: str, reason: str) -> None:
+        self.path = path
+        self.reason = reason
+        super().__init__(f"{path} is not a readable GGUF model: {reason}")
+
+
+class ContextLengthExceededError(InvalidRequestError):
+    """A prompt that leaves no room in the model's context window."""
+
+    def __init__(self, prompt_tokens: int, ctx_tokens: int) -> None:
+        self.prompt_tokens = prompt_tokens
+        self.ctx_tokens = ctx_tokens
+        super().__init__(
+            f"the prompt is {prompt_tokens} tokens but the context holds {ctx_tokens}; "
+            "shorten the conversation or load the model with a larger --ctx",
+            param="messages",
+            code="context_length_exceeded",
+        )
+
+
+class InsufficientMemoryError(LlmedgeError, MemoryError):
+    """A model that would not fit in the memory this host can give it."""
+
+    http_status = 507
+    code = "insufficient_memory"
+
+    def __init__(self, needed_bytes: int, available_bytes: int, suggestion: str = "") -> None:
+        self.needed_bytes = needed_bytes
+        self.available_bytes = available_bytes
+        gib = 1024**3
+        needed, available = needed_bytes / gib, available_bytes / gib
+        message = f"needs {needed:.2f} GiB but only {available:.2f} GiB is available"
+        super().__init__(f"{message}; {suggestion}" if suggestion else message)
+
+
+class BackendUnavailableError(LlmedgeError):
+    """A backend that is unknown, or not installed or usable on this host."""
+
+    http_status = 503
+    code = "backend_unavailable"
+
+
+class DownloadError(LlmedgeError):
+    """A download that failed or produced a file whose hash does not match."""
+
+    http_status = 502
+    code = "download_failed"
+
+
+class StoreError(LlmedgeError):
+    """A store operation that cannot be carried out (no disk space, a name that is not allowed)."""
+
+
+class ExtraNotInstalledError(LlmedgeError, ImportError):
+    """An optional part of llmedge whose dependencies are not installed."""
+
+    exit_code = 3
+
+    def __init__(self, extra: str, missing: str) -> None:
+        self.extra = extra
+        super().__init__(f"this needs {missing}: install it with `pip install 'llmedge[{extra}]'`")

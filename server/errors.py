@@ -1,0 +1,66 @@
+"""Every failure leaves the server as OpenAI's error object, with the matching HTTP status."""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from llmedge import LlmedgeError
+from server.schemas import error_body
+
+log = logging.getLogger("llmedge.server")
+
+_HTTP_TYPES = {401: "authentication_error", 404: "not_found_error", 405: "invalid_request_error"}
+
+
+def error_response(exc: LlmedgeError) -> JSONResponse:
+    headers = {}
+    retry_after = getattr(exc, "retry_after_s", None)
+    if retry_after:
+        headers["Retry-After"] = str(retry_after)
+    body = error_body(str(exc), exc.error_type, exc.param, exc.code)
+    return JSONResponse(body, status_code=exc.http_status, headers=headers)
+
+
+def _validation_message(exc: RequestValidationError) -> tuple[str, str | None]:
+    first = exc.errors()[0]
+    location = [str(part) for part in first.get("loc", ()) if part != "body"]
+    param = ".".join(location) or None
+    if first.get("type") == "extra_forbidden":
+        return f"unsupported field {param!r}: llmedge does not implement it", param
+    if first.get("type") == "json_invalid":
+        return "the request body is not valid JSON", None
+    return f"{param or 'body'}: {first.get('msg', 'invalid value')}", param
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(LlmedgeError)
+    async def _llmedge(_: Request, exc: LlmedgeError) -> JSONResponse:
+        return error_response(exc)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
+        message, param = _validation_message(exc)
+        return JSONResponse(
+            error_body(message, "invalid_request_error", param, "invalid_value"), status_code=400
+        )
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        error_type = _HTTP_TYPES.get(exc.status_code, "invalid_request_error")
+        return JSONResponse(
+            error_body(str(exc.detail), error_type, None, None),
+            status_code=exc.status_code,
+            headers=getattr(exc, "headers", None),
+        )
+
+    @app.exception_handler(Exception)
+    async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
+        log.exception("unexpected error")
+        return JSONResponse(
+            error_body(f"internal error: {exc}", "server_error", None, None), status_code=500
+        )
