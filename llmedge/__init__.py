@@ -6,7 +6,7 @@ The public API that `server`, `tui`, `quantizers` and third-party code build on.
 from __future__ import annotations
 
 from llmedge.cards import ModelCard, all_cards, find_card
-from llmedge.engine import Engine, EngineBusyError, LoadedEntry, PreparedPrompt
+from llmedge.engine import Engine, EngineBusyError, GenerationStream, LoadedEntry, PreparedPrompt
 from llmedge.errors import (
     BackendUnavailableError,
     ContextLengthExceededError,
@@ -39,6 +39,7 @@ __all__ = [
     "ExtraNotInstalledError",
     "FinishReason",
     "GenerationChunk",
+    "GenerationStream",
     "InsufficientMemoryError",
     "InvalidModelFileError",
     "InvalidRequestError",

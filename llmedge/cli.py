@@ -35,8 +35,21 @@ def import_extra(module: str, extra: str) -> ModuleType:
         raise ExtraNotInstalledError(extra, exc.name or module) from exc
 
 
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """Parse arguments; words after options (`run -m X --seed 1 some prompt`) join the prompt."""
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        if not isinstance(getattr(args, "words", None), list) or any(
+            w.startswith("-") for w in extra
+        ):
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
+        args.words += extra
+    return args
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = parse_args(argv)
     try:
         result: int | None = args.handler(args)
     except LlmedgeError as exc:

@@ -10,10 +10,11 @@ from __future__ import annotations
 import asyncio
 import queue
 import threading
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from collections import deque
+from collections.abc import AsyncIterator, Iterator, Sequence
+from dataclasses import dataclass
 
-from llmedge.backends import LoadedModel, LoadOptions, get_backend
+from llmedge.backends import Backend, LoadedModel, LoadOptions, get_backend
 from llmedge.errors import ContextLengthExceededError, LlmedgeError
 from llmedge.generation import ChatMessage, GenerationChunk, SamplingParams
 from llmedge.settings import Settings
@@ -40,11 +41,50 @@ class PreparedPrompt:
     params: SamplingParams
 
 
-@dataclass
-class _Job:
-    prompt: PreparedPrompt
-    emit: Callable[[object], None]
-    cancel: threading.Event = field(default_factory=threading.Event)
+class GenerationStream:
+    """A submitted generation. Iterate it (plainly or with `async for`) for its chunks;
+    `cancel()` stops it at the next token, and leaving an iteration early cancels it too."""
+
+    def __init__(self, prompt: PreparedPrompt, loop: asyncio.AbstractEventLoop | None) -> None:
+        self.prompt = prompt
+        self.cancelled = threading.Event()
+        self._inbox: queue.SimpleQueue[object] = queue.SimpleQueue()
+        self._loop = loop
+        self._ready = asyncio.Event() if loop else None
+
+    def emit(self, item: object) -> None:
+        """Called by the worker thread with each chunk, an exception, or the end marker."""
+        self._inbox.put(item)
+        if self._loop is not None and self._ready is not None:
+            self._loop.call_soon_threadsafe(self._ready.set)
+
+    def cancel(self) -> None:
+        self.cancelled.set()
+
+    def __iter__(self) -> Iterator[GenerationChunk]:
+        try:
+            while (chunk := _unwrap(self._inbox.get())) is not None:
+                yield chunk
+        finally:
+            self.cancel()
+
+    async def __aiter__(self) -> AsyncIterator[GenerationChunk]:
+        if self._ready is None:
+            raise RuntimeError("this stream was started outside an event loop; iterate it plainly")
+        try:
+            while True:
+                try:
+                    item = self._inbox.get_nowait()
+                except queue.Empty:
+                    self._ready.clear()
+                    if self._inbox.empty():
+                        await self._ready.wait()
+                    continue
+                if (chunk := _unwrap(item)) is None:
+                    return
+                yield chunk
+        finally:
+            self.cancel()
 
 
 class LoadedEntry:
@@ -56,35 +96,60 @@ class LoadedEntry:
         self.manifest = manifest
         self.backend = backend
         self.model = model
-        self._jobs: queue.Queue[_Job | None] = queue.Queue(maxsize=max_queue)
+        self.max_queue = max_queue
+        self._waiting: deque[GenerationStream] = deque()
+        self._wake = threading.Condition()
+        self._closing = False
+        self._current: GenerationStream | None = None
         self._thread = threading.Thread(
             target=self._run, name=f"llmedge-{manifest.ref}", daemon=True
         )
         self._thread.start()
 
-    def submit(self, job: _Job) -> None:
-        try:
-            self._jobs.put_nowait(job)
-        except queue.Full:
-            waiting = self._jobs.maxsize
-            raise EngineBusyError(
-                f"model {self.manifest.ref} has {waiting} requests waiting; retry shortly"
-            ) from None
+    def submit(self, job: GenerationStream) -> None:
+        with self._wake:
+            if len(self._waiting) >= self.max_queue:
+                self._drop_cancelled()
+            if len(self._waiting) >= self.max_queue:
+                raise EngineBusyError(
+                    f"model {self.manifest.ref} has {self.max_queue} requests waiting; "
+                    "retry shortly"
+                )
+            self._waiting.append(job)
+            self._wake.notify()
 
     def close(self) -> None:
-        self._jobs.put(None)
+        with self._wake:
+            self._closing = True
+            for job in [*self._waiting, *([self._current] if self._current else [])]:
+                job.cancel()
+            self._wake.notify()
         self._thread.join()
         self.model.close()
 
+    def _drop_cancelled(self) -> None:
+        """Free the places of waiting requests whose callers went away."""
+        for job in [j for j in self._waiting if j.cancelled.is_set()]:
+            self._waiting.remove(job)
+            job.emit(_END)
+
+    def _next(self) -> GenerationStream | None:
+        with self._wake:
+            while not self._waiting and not self._closing:
+                self._wake.wait()
+            return self._waiting.popleft() if self._waiting else None
+
     def _run(self) -> None:
-        while (job := self._jobs.get()) is not None:
-            if job.cancel.is_set():
-                continue
-            try:
-                for chunk in self.model.generate(job.prompt.tokens, job.prompt.params, job.cancel):
-                    job.emit(chunk)
-            except Exception as exc:  # delivered to the caller, who re-raises it
-                job.emit(exc)
+        while (job := self._next()) is not None:
+            self._current = job
+            if not job.cancelled.is_set():
+                try:
+                    for chunk in self.model.generate(
+                        job.prompt.tokens, job.prompt.params, job.cancelled
+                    ):
+                        job.emit(chunk)
+                except Exception as exc:  # delivered to the caller, who re-raises it
+                    job.emit(exc)
             job.emit(_END)
 
 
@@ -92,11 +157,11 @@ class Engine:
     """Loads models from the store and streams their generations."""
 
     def __init__(
-        self, settings: Settings, store: Store | None = None, backend: str | None = None
+        self, settings: Settings, store: Store | None = None, backend: str | Backend | None = None
     ) -> None:
         self.settings = settings
         self.store = store or Store(settings.store_dir)
-        self.backend_name = backend or DEFAULT_BACKEND
+        self._backend = backend or DEFAULT_BACKEND
         self._loaded: dict[str, LoadedEntry] = {}
         self._load_lock = threading.Lock()
 
@@ -118,7 +183,9 @@ class Engine:
             path = self.store.verified_blob(manifest)
             for other in list(self._loaded):
                 self._loaded.pop(other).close()
-            backend = get_backend(self.backend_name)
+            backend = (
+                get_backend(self._backend) if isinstance(self._backend, str) else self._backend
+            )
             ctx = self.settings.ctx_tokens
             if manifest.facts and manifest.facts.ctx_train_tokens:
                 ctx = min(ctx, manifest.facts.ctx_train_tokens)
@@ -158,32 +225,35 @@ class Engine:
 
     # --- generation ----------------------------------------------------------------------
 
-    async def stream(self, prompt: PreparedPrompt) -> AsyncIterator[GenerationChunk]:
-        """Chunks of the generation; closing the iterator early cancels it."""
-        loop = asyncio.get_running_loop()
-        inbox: asyncio.Queue[object] = asyncio.Queue()
+    def start(self, prompt: PreparedPrompt) -> GenerationStream:
+        """Queue a generation now (raising `EngineBusyError` at once when the queue is full).
 
-        def emit(item: object) -> None:
-            loop.call_soon_threadsafe(inbox.put_nowait, item)
-
-        job = _Job(prompt, emit)
-        prompt.model.submit(job)
+        Called from a coroutine, the stream is bound to that event loop for `async for`.
+        """
         try:
-            while (chunk := _unwrap(await inbox.get())) is not None:
+            loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+        except RuntimeError:
+            loop = None
+        stream = GenerationStream(prompt, loop)
+        prompt.model.submit(stream)
+        return stream
+
+    async def stream(self, prompt: PreparedPrompt) -> AsyncIterator[GenerationChunk]:
+        """Start a generation and yield its chunks; closing the iterator cancels it."""
+        started = self.start(prompt)
+        try:
+            async for chunk in started:
                 yield chunk
         finally:
-            job.cancel.set()
+            started.cancel()
 
     def stream_sync(self, prompt: PreparedPrompt) -> Iterator[GenerationChunk]:
-        """The same stream for synchronous callers (the CLI)."""
-        inbox: queue.SimpleQueue[object] = queue.SimpleQueue()
-        job = _Job(prompt, inbox.put)
-        prompt.model.submit(job)
+        """The same for synchronous callers (the CLI)."""
+        started = self.start(prompt)
         try:
-            while (chunk := _unwrap(inbox.get())) is not None:
-                yield chunk
+            yield from started
         finally:
-            job.cancel.set()
+            started.cancel()
 
 
 def _unwrap(item: object) -> GenerationChunk | None:

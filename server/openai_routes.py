@@ -14,7 +14,14 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 from sse_starlette import EventSourceResponse
 
-from llmedge import Engine, GenerationChunk, LlmedgeError, Manifest, PreparedPrompt
+from llmedge import (
+    Engine,
+    GenerationChunk,
+    GenerationStream,
+    LlmedgeError,
+    Manifest,
+    PreparedPrompt,
+)
 from server.schemas import ChatCompletionRequest, CompletionRequest, error_body
 
 router = APIRouter(prefix="/v1")
@@ -116,15 +123,17 @@ async def _respond(
     engine = _engine(request)
     prompt = await run_in_threadpool(prepare, engine)
     shape = _Shape(isinstance(body, ChatCompletionRequest), prompt.model.manifest.ref)
+    stream = engine.start(prompt)  # a full queue answers 503 here, before any byte is sent
     if body.stream:
-        return EventSourceResponse(
-            _stream_events(engine, prompt, shape, body.include_usage), ping=15
-        )
+        return EventSourceResponse(_stream_events(stream, shape, body.include_usage), ping=15)
     text: list[str] = []
     last: GenerationChunk | None = None
-    async for chunk in engine.stream(prompt):
-        text.append(chunk.text)
-        last = chunk
+    try:
+        async for chunk in stream:
+            text.append(chunk.text)
+            last = chunk
+    finally:
+        stream.cancel()
     assert last is not None
     answer = "".join(text)
     if shape.chat:
@@ -141,13 +150,13 @@ async def _respond(
 
 
 async def _stream_events(
-    engine: Engine, prompt: PreparedPrompt, shape: _Shape, include_usage: bool
+    stream: GenerationStream, shape: _Shape, include_usage: bool
 ) -> AsyncIterator[str]:
     object_ = shape.stream_object()
     if shape.chat:
         yield json.dumps(shape.envelope(object_, [shape.delta_choice("", None, role=True)]))
     try:
-        async for chunk in engine.stream(prompt):
+        async for chunk in stream:
             if chunk.text:
                 yield json.dumps(shape.envelope(object_, [shape.delta_choice(chunk.text, None)]))
             if chunk.finish_reason:
@@ -158,6 +167,8 @@ async def _stream_events(
                     yield json.dumps({**shape.envelope(object_, []), "usage": _usage(chunk)})
     except LlmedgeError as exc:
         yield json.dumps(error_body(str(exc), exc.error_type, exc.param, exc.code))
+    finally:
+        stream.cancel()  # also runs when the client disconnects and this task is cancelled
     yield "[DONE]"
 
 

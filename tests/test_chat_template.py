@@ -1,0 +1,47 @@
+"""Chat templates render as transformers renders them, and fail as request errors."""
+
+from __future__ import annotations
+
+import pytest
+
+from llmedge import ChatMessage, InvalidRequestError
+from llmedge.chat_template import ChatTemplate
+from llmedge.gguf_header import read_gguf_header
+
+
+def test_the_real_smollm2_template_adds_its_default_system_prompt(smollm2_gguf) -> None:
+    source = read_gguf_header(smollm2_gguf).get("tokenizer.chat_template")
+    assert isinstance(source, str)
+    text = ChatTemplate(source).render([ChatMessage("user", "Hi")])
+    assert text.startswith("<|im_start|>system\nYou are a helpful AI assistant named SmolLM")
+    assert text.endswith("<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n")
+
+
+def test_a_model_without_template_gets_chatml() -> None:
+    text = ChatTemplate(None).render([ChatMessage("system", "S"), ChatMessage("user", "U")])
+    assert (
+        text
+        == "<|im_start|>system\nS<|im_end|>\n<|im_start|>user\nU<|im_end|>\n<|im_start|>assistant\n"
+    )
+
+
+def test_bos_token_and_raise_exception_are_available() -> None:
+    source = (
+        "{{ bos_token }}{% for m in messages %}{% if m.role == 'tool' %}"
+        "{{ raise_exception('no tools') }}{% endif %}[{{ m.content }}]{% endfor %}"
+    )
+    template = ChatTemplate(source, bos_token="<s>")
+    assert template.render([ChatMessage("user", "a")]) == "<s>[a]"
+    with pytest.raises(InvalidRequestError, match="no tools"):
+        template.render([ChatMessage("tool", "x")])
+
+
+def test_a_template_cannot_reach_python_internals() -> None:
+    template = ChatTemplate("{{ messages.__class__.__mro__ }}")
+    with pytest.raises(InvalidRequestError):
+        template.render([ChatMessage("user", "x")])
+
+
+def test_a_broken_template_is_a_clear_error() -> None:
+    with pytest.raises(InvalidRequestError, match="does not parse"):
+        ChatTemplate("{% for %}")
