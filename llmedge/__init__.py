@@ -20,7 +20,14 @@ from llmedge.errors import (
     ModelNotFoundError,
     StoreError,
 )
-from llmedge.generation import ChatMessage, FinishReason, GenerationChunk, SamplingParams
+from llmedge.generation import (
+    ChatMessage,
+    FinishReason,
+    GenerationChunk,
+    SamplingParams,
+    TokenLogprob,
+    ToolCall,
+)
 from llmedge.model_facts import ModelFacts
 from llmedge.pull import ensure_model, pull
 from llmedge.settings import Settings
@@ -55,6 +62,8 @@ __all__ = [
     "Settings",
     "Store",
     "StoreError",
+    "TokenLogprob",
+    "ToolCall",
     "__version__",
     "all_cards",
     "ensure_model",

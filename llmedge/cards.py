@@ -35,12 +35,16 @@ class Architecture(_Strict):
     tied_embeddings: bool
     sliding_window: int | None = Field(None, gt=0, description="tokens a local layer attends to")
     sliding_window_pattern: int | None = Field(
-        None, gt=0, description="every Nth layer is global, the others use the sliding window"
+        None,
+        gt=0,
+        description="every Nth layer is global, the others use the sliding window "
+        "(unset with a sliding window: every layer uses it)",
     )
 
 
 class GgufRepo(_Strict):
     repo: str = Field(pattern=r"^[\w.-]+/[\w.-]+$")
+    gated: bool = Field(False, description="the hub serves it only to accounts that accepted")
     files: dict[str, str] = Field(min_length=1, description="quantization -> file name")
 
     @field_validator("files")

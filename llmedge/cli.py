@@ -12,7 +12,7 @@ from llmedge import __version__
 from llmedge.errors import ExtraNotInstalledError, LlmedgeError
 
 # Each module adds its subcommands with `register(subparsers)`; heavy imports wait for the handler.
-COMMAND_MODULES = ("models", "run", "serve")
+COMMAND_MODULES = ("models", "run", "serve", "chat", "quantize", "versions", "vision", "fit")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -32,7 +32,10 @@ def import_extra(module: str, extra: str) -> ModuleType:
     try:
         return importlib.import_module(module)
     except ModuleNotFoundError as exc:
-        raise ExtraNotInstalledError(extra, exc.name or module) from exc
+        missing = exc.name or module
+        if missing.split(".")[0] == module.split(".")[0] and missing != module:
+            raise  # a module of our own is missing: a broken install, not a missing extra
+        raise ExtraNotInstalledError(extra, missing) from exc
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:

@@ -1,156 +1,32 @@
-"""The engine: loads stored models on demand and streams generations to async callers.
+"""The engine: loads stored models on demand, keeps them while used, streams generations.
 
-Each loaded model gets one worker thread that runs its generations in order (a llama.cpp context
-is not thread-safe); callers wait in a bounded queue and get `EngineBusyError` when it is full.
-A caller that stops reading cancels its generation at the next token.
+Each loaded model gets one worker thread per sequence it decodes at once; callers wait in a
+bounded line and get `EngineBusyError` when it is full. A caller that stops reading cancels its
+generation at the next token. Several models stay loaded while memory allows: loading one that
+does not fit unloads the least recently used idle ones first, and a model idle for longer than
+its keep-alive is unloaded.
 """
 
 from __future__ import annotations
 
 import asyncio
-import queue
 import threading
-from collections import deque
+import time
 from collections.abc import AsyncIterator, Iterator, Sequence
-from dataclasses import dataclass
+from typing import Any
 
-from llmedge.backends import Backend, LoadedModel, LoadOptions, get_backend
-from llmedge.errors import ContextLengthExceededError, LlmedgeError
+from llmedge.backends import Backend, LoadOptions, get_backend
+from llmedge.errors import ContextLengthExceededError, InsufficientMemoryError
+from llmedge.fit_guard import ensure_fits
 from llmedge.generation import ChatMessage, GenerationChunk, SamplingParams
+from llmedge.generation_stream import GenerationStream, PreparedPrompt
+from llmedge.loaded_entry import EngineBusyError, LoadedEntry
 from llmedge.settings import Settings
 from llmedge.store import Manifest, ModelRef, Store
 
 DEFAULT_BACKEND = "llama.cpp"
-_END = object()
 
-
-class EngineBusyError(LlmedgeError):
-    """Every slot and queue place for a model is taken; try again shortly."""
-
-    http_status = 503
-    code = "server_busy"
-    retry_after_s = 2
-
-
-@dataclass(frozen=True)
-class PreparedPrompt:
-    """A prompt checked against the model's context, ready to generate from."""
-
-    model: LoadedEntry
-    tokens: tuple[int, ...]
-    params: SamplingParams
-
-
-class GenerationStream:
-    """A submitted generation. Iterate it (plainly or with `async for`) for its chunks;
-    `cancel()` stops it at the next token, and leaving an iteration early cancels it too."""
-
-    def __init__(self, prompt: PreparedPrompt, loop: asyncio.AbstractEventLoop | None) -> None:
-        self.prompt = prompt
-        self.cancelled = threading.Event()
-        self._inbox: queue.SimpleQueue[object] = queue.SimpleQueue()
-        self._loop = loop
-        self._ready = asyncio.Event() if loop else None
-
-    def emit(self, item: object) -> None:
-        """Called by the worker thread with each chunk, an exception, or the end marker."""
-        self._inbox.put(item)
-        if self._loop is not None and self._ready is not None:
-            self._loop.call_soon_threadsafe(self._ready.set)
-
-    def cancel(self) -> None:
-        self.cancelled.set()
-
-    def __iter__(self) -> Iterator[GenerationChunk]:
-        try:
-            while (chunk := _unwrap(self._inbox.get())) is not None:
-                yield chunk
-        finally:
-            self.cancel()
-
-    async def __aiter__(self) -> AsyncIterator[GenerationChunk]:
-        if self._ready is None:
-            raise RuntimeError("this stream was started outside an event loop; iterate it plainly")
-        try:
-            while True:
-                try:
-                    item = self._inbox.get_nowait()
-                except queue.Empty:
-                    self._ready.clear()
-                    if self._inbox.empty():
-                        await self._ready.wait()
-                    continue
-                if (chunk := _unwrap(item)) is None:
-                    return
-                yield chunk
-        finally:
-            self.cancel()
-
-
-class LoadedEntry:
-    """A model in memory with the worker thread that runs its generations."""
-
-    def __init__(
-        self, manifest: Manifest, backend: str, model: LoadedModel, max_queue: int
-    ) -> None:
-        self.manifest = manifest
-        self.backend = backend
-        self.model = model
-        self.max_queue = max_queue
-        self._waiting: deque[GenerationStream] = deque()
-        self._wake = threading.Condition()
-        self._closing = False
-        self._current: GenerationStream | None = None
-        self._thread = threading.Thread(
-            target=self._run, name=f"llmedge-{manifest.ref}", daemon=True
-        )
-        self._thread.start()
-
-    def submit(self, job: GenerationStream) -> None:
-        with self._wake:
-            if len(self._waiting) >= self.max_queue:
-                self._drop_cancelled()
-            if len(self._waiting) >= self.max_queue:
-                raise EngineBusyError(
-                    f"model {self.manifest.ref} has {self.max_queue} requests waiting; "
-                    "retry shortly"
-                )
-            self._waiting.append(job)
-            self._wake.notify()
-
-    def close(self) -> None:
-        with self._wake:
-            self._closing = True
-            for job in [*self._waiting, *([self._current] if self._current else [])]:
-                job.cancel()
-            self._wake.notify()
-        self._thread.join()
-        self.model.close()
-
-    def _drop_cancelled(self) -> None:
-        """Free the places of waiting requests whose callers went away."""
-        for job in [j for j in self._waiting if j.cancelled.is_set()]:
-            self._waiting.remove(job)
-            job.emit(_END)
-
-    def _next(self) -> GenerationStream | None:
-        with self._wake:
-            while not self._waiting and not self._closing:
-                self._wake.wait()
-            return self._waiting.popleft() if self._waiting else None
-
-    def _run(self) -> None:
-        while (job := self._next()) is not None:
-            self._current = job
-            if not job.cancelled.is_set():
-                try:
-                    for chunk in self.model.generate(
-                        job.prompt.tokens, job.prompt.params, job.cancelled
-                    ):
-                        job.emit(chunk)
-                except Exception as exc:  # delivered to the caller, who re-raises it
-                    job.emit(exc)
-            job.emit(_END)
+__all__ = ["Engine", "EngineBusyError", "GenerationStream", "LoadedEntry", "PreparedPrompt"]
 
 
 class Engine:
@@ -164,6 +40,9 @@ class Engine:
         self._backend = backend or DEFAULT_BACKEND
         self._loaded: dict[str, LoadedEntry] = {}
         self._load_lock = threading.Lock()
+        self._closed = threading.Event()
+        self._reaper = threading.Thread(target=self._reap, name="llmedge-reaper", daemon=True)
+        self._reaper.start()
 
     # --- models --------------------------------------------------------------------------
 
@@ -173,30 +52,73 @@ class Engine:
     def loaded(self) -> list[LoadedEntry]:
         return list(self._loaded.values())
 
-    def load(self, name: str | None) -> LoadedEntry:
-        """The model `name` names, loading it (and unloading any other) when needed."""
+    def load(self, name: str | None, keep_alive_s: float | None = None) -> LoadedEntry:
+        """The model `name` names, loaded now if it is not in memory.
+
+        `keep_alive_s` sets how long it stays loaded once idle (default: the settings').
+        """
         manifest = self.resolve(name)
+        keep = self.settings.keep_alive_s if keep_alive_s is None else keep_alive_s
         with self._load_lock:
             entry = self._loaded.get(manifest.digest)
-            if entry is not None:
-                return entry
-            path = self.store.verified_blob(manifest)
-            for other in list(self._loaded):
-                self._loaded.pop(other).close()
-            backend = (
-                get_backend(self._backend) if isinstance(self._backend, str) else self._backend
-            )
-            ctx = self.settings.ctx_tokens
-            if manifest.facts and manifest.facts.ctx_train_tokens:
-                ctx = min(ctx, manifest.facts.ctx_train_tokens)
-            options = LoadOptions(
-                ctx_tokens=ctx, threads=self.settings.threads, gpu_layers=self.settings.gpu_layers
-            )
-            entry = LoadedEntry(manifest, backend.name, backend.load(path, options), max_queue=16)
-            self._loaded[manifest.digest] = entry
+            if entry is None:
+                entry = self._load(manifest, keep)
+                self._loaded[manifest.digest] = entry
+            entry.keep_alive_s = keep
+            entry.last_used = time.monotonic()
             return entry
 
+    def _load(self, manifest: Manifest, keep_alive_s: float) -> LoadedEntry:
+        path = self.store.verified_blob(manifest)
+        backend = get_backend(self._backend) if isinstance(self._backend, str) else self._backend
+        ctx = self.settings.ctx_tokens
+        if manifest.facts and manifest.facts.ctx_train_tokens:
+            ctx = min(ctx, manifest.facts.ctx_train_tokens)
+        options = LoadOptions(
+            ctx_tokens=ctx,
+            threads=self.settings.threads,
+            gpu_layers=self.settings.gpu_layers,
+            parallel=self.settings.parallel,
+        )
+        while len(self._loaded) >= self.settings.max_loaded_models and self._evict_one():
+            pass
+        while manifest.format == "gguf":  # refuse, with numbers, what the OS would kill
+            try:
+                ensure_fits(path, options, self.settings.memory_budget_bytes, manifest.name)
+                break
+            except InsufficientMemoryError:
+                if not self._evict_one():  # unloading an idle model may make room
+                    raise
+        model = backend.load(path, options)
+        return LoadedEntry(manifest, backend.name, model, self.settings.max_queue, keep_alive_s)
+
+    def _evict_one(self) -> bool:
+        """Unload the least recently used idle model; False when every model is busy."""
+        idle = [(e.last_used, key) for key, e in self._loaded.items() if not e.busy()]
+        if not idle:
+            return False
+        self._loaded.pop(min(idle)[1]).close()
+        return True
+
+    def unload(self, name: str | None) -> bool:
+        """Unload a model now (once its running generations end); False if it was not loaded."""
+        manifest = self.resolve(name)
+        with self._load_lock:
+            entry = self._loaded.pop(manifest.digest, None)
+        if entry is not None:
+            entry.close()
+        return entry is not None
+
+    def _reap(self) -> None:
+        while not self._closed.wait(1.0):
+            with self._load_lock:
+                now = time.monotonic()
+                expired = [k for k, e in self._loaded.items() if e.idle_expired(now)]
+                for key in expired:
+                    self._loaded.pop(key).close()
+
     def close(self) -> None:
+        self._closed.set()
         with self._load_lock:
             while self._loaded:
                 self._loaded.popitem()[1].close()
@@ -204,10 +126,14 @@ class Engine:
     # --- prompts -------------------------------------------------------------------------
 
     def prepare_chat(
-        self, name: str | None, messages: Sequence[ChatMessage], params: SamplingParams
+        self,
+        name: str | None,
+        messages: Sequence[ChatMessage],
+        params: SamplingParams,
+        tools: Sequence[dict[str, Any]] | None = None,
     ) -> PreparedPrompt:
         entry = self.load(name)
-        return self._prepare(entry, entry.model.render_chat(messages), params)
+        return self._prepare(entry, entry.model.render_chat(messages, tools), params)
 
     def prepare_text(self, name: str | None, prompt: str, params: SamplingParams) -> PreparedPrompt:
         return self._prepare(self.load(name), prompt, params)
@@ -222,6 +148,10 @@ class Engine:
         if limit != params.max_tokens:
             params = SamplingParams(**{**params.__dict__, "max_tokens": limit})
         return PreparedPrompt(entry, tokens, params)
+
+    def embed(self, name: str | None, texts: Sequence[str]) -> tuple[list[list[float]], int]:
+        """Embedding vectors for `texts` from the model `name` names, and the tokens used."""
+        return self.load(name).model.embed(texts)
 
     # --- generation ----------------------------------------------------------------------
 
@@ -254,13 +184,3 @@ class Engine:
             yield from started
         finally:
             started.cancel()
-
-
-def _unwrap(item: object) -> GenerationChunk | None:
-    """A worker's message as a chunk; None at the end; an exception is raised here."""
-    if item is _END:
-        return None
-    if isinstance(item, BaseException):
-        raise item
-    assert isinstance(item, GenerationChunk)
-    return item

@@ -127,3 +127,14 @@ class ExtraNotInstalledError(LlmedgeError, ImportError):
     def __init__(self, extra: str, missing: str) -> None:
         self.extra = extra
         super().__init__(f"this needs {missing}: install it with `pip install 'llmedge[{extra}]'`")
+
+
+class ConversionError(LlmedgeError):
+    """A model that could not be converted to, or run in, one target format."""
+
+    code = "conversion_failed"
+
+    def __init__(self, target: str, reason: str) -> None:
+        self.target = target
+        self.reason = reason
+        super().__init__(f"{target}: {reason}")

@@ -2,17 +2,56 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 Role = Literal["system", "user", "assistant", "tool"]
 FinishReason = Literal["stop", "length", "cancelled"]
 
 
 @dataclass(frozen=True)
+class ToolCall:
+    """A function call the model asked for; `arguments` is JSON text, as OpenAI sends it."""
+
+    id: str
+    name: str
+    arguments: str
+
+
+@dataclass(frozen=True)
 class ChatMessage:
     role: Role
     content: str
+    tool_calls: tuple[ToolCall, ...] = ()
+    tool_call_id: str | None = None
+    name: str | None = None
+
+    def template_view(self) -> dict[str, Any]:
+        """The message as chat templates expect it (the Hugging Face message shape)."""
+        view: dict[str, Any] = {"role": self.role, "content": self.content}
+        if self.tool_calls:
+            view["tool_calls"] = [
+                {
+                    "id": call.id,
+                    "type": "function",
+                    "function": {"name": call.name, "arguments": _json_or_text(call.arguments)},
+                }
+                for call in self.tool_calls
+            ]
+        if self.tool_call_id:
+            view["tool_call_id"] = self.tool_call_id
+        if self.name:
+            view["name"] = self.name
+        return view
+
+
+def _json_or_text(arguments: str) -> Any:
+    # Templates index into arguments (`arguments.location`), so give them the parsed object.
+    try:
+        return json.loads(arguments)
+    except ValueError:
+        return arguments
 
 
 @dataclass(frozen=True)
@@ -29,6 +68,19 @@ class SamplingParams:
     frequency_penalty: float = 0.0
     stop: tuple[str, ...] = ()
     seed: int | None = None
+    grammar: str | None = None  # GBNF; the answer is constrained to it
+    logprobs: bool = False
+    top_logprobs: int = 0  # alternatives reported per token, with logprobs
+
+
+@dataclass(frozen=True)
+class TokenLogprob:
+    """A generated token's log-probability and its most likely alternatives."""
+
+    token: str
+    logprob: float
+    bytes: tuple[int, ...]
+    top: tuple[tuple[str, float], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -48,3 +100,4 @@ class GenerationChunk:
     tokens_per_s: float | None = None
     prompt_tokens_per_s: float | None = None
     peak_memory_bytes: int | None = None
+    logprobs: tuple[TokenLogprob, ...] = ()

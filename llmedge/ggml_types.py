@@ -50,6 +50,8 @@ GGML_TYPES: dict[int, GgmlType] = {
     39: GgmlType("mxfp4", 32, 17),
 }
 
+GGML_TYPE_IDS: dict[str, int] = {kind.name: type_id for type_id, kind in GGML_TYPES.items()}
+
 # `general.file_type` (llama_ftype) values, named as llama.cpp's quantize tool names them.
 FILE_TYPES: dict[int, str] = {
     0: "F32",
@@ -95,3 +97,11 @@ def tensor_nbytes(type_id: int, n_elements: int) -> int:
         raise KeyError(f"unknown ggml type {type_id}")
     blocks = -(-n_elements // kind.block_size)
     return blocks * kind.type_size
+
+
+def row_nbytes(type_name: str, n_values: int) -> int:
+    """Bytes one row of `n_values` takes in a tensor of type `type_name` (q8_0: 34 per 32)."""
+    type_id = GGML_TYPE_IDS.get(type_name)
+    if type_id is None:
+        raise KeyError(f"unknown ggml type {type_name!r}")
+    return tensor_nbytes(type_id, n_values)

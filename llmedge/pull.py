@@ -1,18 +1,64 @@
-"""Getting models into the store: from a local GGUF file, or from the source a model card names."""
+"""Getting models into the store: a local GGUF file, the embedded model, or the Hugging Face Hub.
+
+From the hub, a pre-quantized GGUF file is downloaded as is; a safetensors repository is
+downloaded, converted to GGUF (F16) and quantized locally with the `quantizers` package, which is
+loaded only then (it needs the `convert` extra).
+"""
 
 from __future__ import annotations
 
+import importlib
+import os
+import re
+import shutil
 from collections.abc import Callable
 from importlib import metadata
 from pathlib import Path
+from typing import Protocol, cast
 
-from llmedge.cards import ModelCard, all_cards, find_card
-from llmedge.errors import InvalidRequestError, ModelNotFoundError
+from llmedge import hub
+from llmedge.cards import ModelCard, all_cards
+from llmedge.errors import ExtraNotInstalledError, InvalidModelFileError
 from llmedge.gguf_header import read_gguf_header
+from llmedge.manifest import Manifest, ModelRef, QuantReport
 from llmedge.model_facts import facts_from_header
-from llmedge.store import Manifest, ModelRef, Store
+from llmedge.progress import CallbackReporter, Reporter
+from llmedge.pull_plan import (
+    Choice,
+    Target,
+    card_choices,
+    card_default,
+    choose,
+    name_from_path,
+    parse_target,
+    repo_choices,
+    source_files,
+)
+from llmedge.quant_types import DEFAULT_QUANT, FLOAT_TYPES
+from llmedge.store import Store, sha256_of
+
+__all__ = ["embedded_file", "ensure_model", "import_gguf", "name_from_path", "pull"]
 
 Progress = Callable[[int], None]
+
+
+class LocalTools(Protocol):
+    """What pulling a safetensors repository needs from the `quantizers` package."""
+
+    def convert(self, source_dir: Path, out_path: Path, outtype: str) -> None: ...
+
+    def quantize_stored(
+        self, store: Store, source: Manifest, quant: str, reporter: Reporter
+    ) -> Manifest: ...
+
+
+def local_tools() -> LocalTools:
+    """The GGUF converter and quantizer, imported only when a pull needs them."""
+    try:
+        module = importlib.import_module("quantizers.gguf")
+    except ModuleNotFoundError as exc:
+        raise ExtraNotInstalledError("convert", exc.name or "quantizers") from exc
+    return cast(LocalTools, module.TOOLS)
 
 
 def embedded_file(card: ModelCard) -> Path | None:
@@ -43,10 +89,37 @@ def import_gguf(
     )
 
 
-def name_from_path(path: Path) -> str:
-    """A store name for a file whose user gave none: its stem, lowercased, with safe characters."""
-    stem = "".join(c if c.isalnum() or c in "._-" else "-" for c in path.stem.lower()).strip("-._")
-    return stem or "model"
+def store_built_file(
+    store: Store,
+    path: Path,
+    ref: ModelRef,
+    origin: dict[str, str],
+    quant_report: QuantReport | None = None,
+) -> Manifest:
+    """Store a GGUF file written under the store's `tmp/` by moving it, not copying it."""
+    facts = facts_from_header(read_gguf_header(path))
+    sha256 = sha256_of(path)
+    size = path.stat().st_size
+    store.adopt_blob(path, sha256)
+    return store.add_manifest(
+        ref,
+        format="gguf",
+        digest=sha256,
+        size=size,
+        origin=origin,
+        facts=facts,
+        quant_report=quant_report,
+    )
+
+
+def choices_for(target: Target, revision: str | None = None) -> list[Choice]:
+    """Every quantization the target offers (a hub repository is asked; a card is read)."""
+    if target.card is not None:
+        return card_choices(target.card, embedded_file(target.card) is not None)
+    if target.repo is not None:
+        snapshot = hub.fetch_snapshot(target.repo, revision)
+        return repo_choices(target.repo, [f.path for f in snapshot.files])
+    return []
 
 
 def pull(
@@ -56,40 +129,38 @@ def pull(
     quant: str | None = None,
     name: str | None = None,
     on_progress: Progress | None = None,
+    reporter: Reporter | None = None,
+    revision: str | None = None,
 ) -> Manifest:
-    """Store the model `target` names: a card name, `name:quant`, or a local .gguf path."""
-    path = Path(target).expanduser()
-    if path.suffix.lower() == ".gguf" or path.is_file():
-        if not path.is_file():
-            raise InvalidRequestError(f"no such file: {path}", param="model")
-        ref = ModelRef.parse(name or name_from_path(path))
-        origin = {"kind": "file", "path": str(path.resolve())}
-        return import_gguf(
-            store,
-            path,
-            ModelRef(ref.name, quant.lower() if quant else ref.tag),
-            origin,
-            on_progress,
-        )
-
-    ref = ModelRef.parse(target)
-    card = find_card(ref.name)
-    wanted = (quant or ref.tag or card.default_quant).lower()
-    if wanted not in card.quantizations():
-        available = ", ".join(card.quantizations())
-        raise InvalidRequestError(
-            f"{card.name} has no {wanted} quantization; available: {available}",
-            param="quantization",
-        )
-    source = embedded_file(card)
-    if card.embedded and card.embedded.quant == wanted and source is not None:
-        origin = {"kind": "package", "package": card.embedded.package, "file": card.embedded.file}
-        return import_gguf(store, source, ModelRef(card.name, wanted), origin, on_progress)
-    raise ModelNotFoundError(
-        f"{card.name}:{wanted}",
-        "downloading from Hugging Face is not available in this build; "
-        f"import a local file with `llmedge pull ./FILE.gguf --name {card.name}`",
-    )
+    """Store the model `target` names: a card name, `name:quant`, `hf.co/OWNER/REPO`, or a .gguf."""
+    report = reporter or CallbackReporter(on_progress)
+    parsed = parse_target(target, quant, name)
+    if parsed.kind == "file":
+        assert parsed.path is not None
+        origin = {"kind": "file", "path": str(parsed.path.resolve())}
+        ref = ModelRef(parsed.name, parsed.quant)
+        return import_gguf(store, parsed.path, ref, origin, on_progress)
+    if parsed.card is not None:
+        available = card_choices(parsed.card, embedded_file(parsed.card) is not None)
+        choice = choose(available, parsed.quant, card_default(parsed.card), parsed.card.name)
+        if choice.how == "embedded":
+            return _pull_embedded(store, parsed.card, on_progress)
+        assert choice.repo is not None
+        stored = store.find(ModelRef(parsed.name, choice.quant))
+        snapshot = _snapshot_or_stored(choice.repo, revision, stored, report)
+        if isinstance(snapshot, Manifest):
+            return snapshot
+    else:
+        assert parsed.repo is not None
+        stored = store.find(ModelRef(parsed.name, parsed.quant))
+        snapshot = _snapshot_or_stored(parsed.repo, revision, stored, report)
+        if isinstance(snapshot, Manifest):
+            return snapshot
+        available = repo_choices(parsed.repo, [f.path for f in snapshot.files])
+        choice = choose(available, parsed.quant, DEFAULT_QUANT, f"hf.co/{parsed.repo}")
+    if choice.how == "gguf":
+        return _pull_gguf(store, snapshot, choice, parsed.name, report)
+    return _pull_converted(store, snapshot, choice.quant, parsed.name, report)
 
 
 def ensure_model(store: Store, target: str) -> Manifest:
@@ -107,3 +178,116 @@ def ensure_model(store: Store, target: str) -> Manifest:
     ):
         return pull(store, card.name)
     return store.resolve(ref)
+
+
+def _pull_embedded(store: Store, card: ModelCard, on_progress: Progress | None) -> Manifest:
+    assert card.embedded is not None
+    source = embedded_file(card)
+    assert source is not None
+    origin = {"kind": "package", "package": card.embedded.package, "file": card.embedded.file}
+    return import_gguf(store, source, ModelRef(card.name, card.embedded.quant), origin, on_progress)
+
+
+def _snapshot_or_stored(
+    repo: str, revision: str | None, stored: Manifest | None, reporter: Reporter
+) -> hub.RepoSnapshot | Manifest:
+    """The repository's current files; offline, the stored version instead (if there is one)."""
+    try:
+        return hub.fetch_snapshot(repo, revision)
+    except hub.HubUnreachableError as exc:
+        if stored is None:
+            raise
+        reporter.note(f"{stored.ref} is stored; not checked for a newer revision ({exc.reason})")
+        return stored
+
+
+def _origin(snapshot: hub.RepoSnapshot, kind: str, **extra: str) -> dict[str, str]:
+    return {
+        "kind": kind,
+        "repo": snapshot.repo,
+        "revision": snapshot.commit,
+        "endpoint": hub.endpoint(),
+        **extra,
+    }
+
+
+def _pull_gguf(
+    store: Store, snapshot: hub.RepoSnapshot, choice: Choice, name: str, reporter: Reporter
+) -> Manifest:
+    assert choice.file is not None
+    file = snapshot.file(choice.file)
+    ref = ModelRef(name, choice.quant)
+    current = store.find(ref)
+    if current is not None and file.sha256 == current.sha256:
+        reporter.note(f"{ref} is up to date ({snapshot.repo}@{snapshot.commit[:12]})")
+        return current
+    sha256 = file.sha256
+    if sha256 and file.size_bytes and store.has_blob(sha256, file.size_bytes):
+        facts = facts_from_header(read_gguf_header(store.blob_path(sha256)))
+    else:
+        downloaded = hub.download(store, snapshot, file, reporter)
+        try:
+            facts = facts_from_header(read_gguf_header(downloaded))
+        except InvalidModelFileError:
+            downloaded.unlink()  # a file that is not GGUF never enters the store
+            raise
+        sha256 = sha256 or sha256_of(downloaded)
+        store.adopt_blob(downloaded, sha256)
+    return store.add_manifest(
+        ref,
+        format="gguf",
+        digest=sha256,
+        size=store.blob_path(sha256).stat().st_size,
+        origin=_origin(snapshot, "hub", file=file.path),
+        facts=facts,
+    )
+
+
+def _pull_converted(
+    store: Store, snapshot: hub.RepoSnapshot, quant: str, name: str, reporter: Reporter
+) -> Manifest:
+    tools = local_tools()
+    float_type = quant if quant in FLOAT_TYPES else "f16"
+    base_ref = ModelRef(name, float_type)
+    base = store.find(base_ref)
+    if base is None or base.source.get("revision") != snapshot.commit:
+        base = _convert(store, snapshot, base_ref, reporter, tools)
+    else:
+        reporter.note(f"{base.ref} is up to date ({snapshot.repo}@{snapshot.commit[:12]})")
+    if quant == float_type:
+        return base
+    current = store.find(ModelRef(name, quant))
+    report = current.quant_report if current else None
+    if current is not None and report is not None and report.source_sha256 == base.sha256:
+        reporter.note(f"{current.ref} is up to date (quantized from {base.ref})")
+        return current
+    return tools.quantize_stored(store, base, quant, reporter)
+
+
+def _convert(
+    store: Store,
+    snapshot: hub.RepoSnapshot,
+    ref: ModelRef,
+    reporter: Reporter,
+    tools: LocalTools,
+) -> Manifest:
+    """Download a safetensors revision, convert it to GGUF and store the result as `ref`."""
+    assert ref.tag is not None
+    files = [snapshot.file(p) for p in source_files(f.path for f in snapshot.files)]
+    total = sum(f.size_bytes or 0 for f in files)
+    store.check_free_space(2 * total)  # the downloads, then the converted file beside them
+    slug = re.sub(r"[^A-Za-z0-9._-]", "-", snapshot.repo)
+    workdir = store.downloads_dir / f"{slug}@{snapshot.commit[:12]}"
+    for file in files:
+        destination = workdir / file.path
+        if destination.is_file():
+            continue  # downloaded and verified by an earlier, interrupted pull
+        downloaded = hub.download(store, snapshot, file, reporter)
+        destination.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(downloaded, destination)
+    reporter.note(f"converting {snapshot.repo} to GGUF {ref.tag.upper()}")
+    with store.temporary(".gguf") as out:
+        tools.convert(workdir, out, ref.tag)
+        manifest = store_built_file(store, out, ref, _origin(snapshot, "convert"))
+    shutil.rmtree(workdir, ignore_errors=True)
+    return manifest

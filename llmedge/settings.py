@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import platformdirs
-from pydantic import Field, SecretStr
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import ByteSize, Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 DEFAULT_MODEL = "smollm2-135m"
 
@@ -49,8 +50,25 @@ class Settings(BaseSettings):
     threads: int = Field(
         default_factory=_default_threads, ge=1, le=512, description="CPU threads for decoding"
     )
+    parallel: int = Field(
+        4, ge=1, le=64, description="sequences a loaded model decodes together (server slots)"
+    )
+    max_queue: int = Field(
+        64, ge=0, le=100_000, description="requests that may wait for a slot before 503 Busy"
+    )
+    keep_alive_s: float = Field(
+        300, ge=-1, description="seconds an idle model stays loaded (-1: until evicted)"
+    )
+    max_loaded_models: int = Field(
+        3, ge=1, le=64, description="models kept loaded at once, memory permitting"
+    )
     gpu_layers: int = Field(
         -1, ge=-1, le=1000, description="layers to offload to a GPU (-1: all that the build can)"
+    )
+    memory_budget_bytes: ByteSize | None = Field(
+        None,
+        ge=0,
+        description="memory a model may use, e.g. 6GiB (default: the RAM available at load time)",
     )
     max_tokens_limit: int = Field(
         8192, ge=1, le=1 << 20, description="largest max_tokens a request may ask for"
@@ -61,6 +79,21 @@ class Settings(BaseSettings):
     log_level: str = Field(
         "info", pattern="^(debug|info|warning|error)$", description="server log level"
     )
+    cors_origins: Annotated[tuple[str, ...], NoDecode] = Field(
+        (),
+        description="browser origins allowed to call the server, comma-separated "
+        "(e.g. http://localhost:3000); none by default",
+    )
+    max_request_bytes: int = Field(
+        8 << 20, ge=1024, le=1 << 30, description="largest request body the server accepts"
+    )
+
+    @field_validator("cors_origins", mode="before")
+    @classmethod
+    def _split_origins(cls, value: object) -> object:
+        if isinstance(value, str):
+            return tuple(origin.strip() for origin in value.split(",") if origin.strip())
+        return value
 
     @property
     def store_dir(self) -> Path:
@@ -73,24 +106,35 @@ class Settings(BaseSettings):
 
 
 # The fields `serve`, `run` and `chat` expose as flags; the rest stay environment-only.
-CLI_FIELDS = ("host", "port", "ctx_tokens", "threads", "gpu_layers", "api_key", "log_level")
+CLI_FIELDS = (
+    "host",
+    "port",
+    "ctx_tokens",
+    "parallel",
+    "max_queue",
+    "keep_alive_s",
+    "max_loaded_models",
+    "threads",
+    "gpu_layers",
+    "api_key",
+    "log_level",
+)
 
 
 def add_settings_flags(parser: argparse.ArgumentParser, names: tuple[str, ...]) -> None:
     """Add `--field-name` flags for these settings, with help and defaults taken from the fields."""
     for name in names:
         field = Settings.model_fields[name]
-        flag = "--" + name.replace("_tokens", "").replace("_", "-")
-        annotation = field.annotation
-        kind: type = int if annotation is int else str
-        env = f"LLMEDGE_{name.upper()}"
+        # Units stay in the field names and leave the flags: ctx_tokens -> --ctx.
+        flag = "--" + re.sub(r"_(tokens|s|bytes)$", "", name).replace("_", "-")
+        kind: type = field.annotation if field.annotation in (int, float) else str  # type: ignore[assignment]
         parser.add_argument(
             flag,
             dest=name,
             type=kind,
             default=None,
-            metavar=name.upper(),
-            help=f"{field.description} [env {env}]",
+            metavar=flag[2:].upper().replace("-", "_"),
+            help=f"{field.description} [env LLMEDGE_{name.upper()}]",
         )
 
 

@@ -1,21 +1,22 @@
-"""The FastAPI application: OpenAI-compatible routes over one llmedge Engine."""
+"""The FastAPI application: OpenAI- and Ollama-compatible routes over one llmedge Engine."""
 
 from __future__ import annotations
 
-import secrets
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
-from fastapi import FastAPI, Request, Response
-from fastapi.responses import JSONResponse
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, PlainTextResponse
 
-from llmedge import Engine, Settings, __version__
+from llmedge import Engine, __version__
 from server.errors import install_error_handlers
+from server.limits import install_limits
+from server.metrics import CONTENT_TYPE
+from server.ollama_routes import router as ollama_router
 from server.openai_routes import router as openai_router
-from server.schemas import error_body
-
-# Routes reachable without the API key.
-PUBLIC_PATHS = frozenset({"/health"})
+from server.responses_routes import router as responses_router
+from server.state import ServerState, server_state
 
 
 def create_app(engine: Engine) -> FastAPI:
@@ -27,31 +28,28 @@ def create_app(engine: Engine) -> FastAPI:
         engine.close()
 
     app = FastAPI(title="llmedge", version=__version__, lifespan=lifespan)
-    app.state.engine = engine
+    state = ServerState(engine)
+    app.state.llmedge = state
     install_error_handlers(app)
-    _install_auth(app, engine.settings)
+    install_limits(app, engine.settings, state.metrics)
     app.include_router(openai_router)
+    app.include_router(responses_router)
+    app.include_router(ollama_router)
 
-    @app.get("/health")
-    async def health() -> dict[str, object]:
-        return {"status": "ok", "models_loaded": [e.manifest.ref for e in engine.loaded()]}
+    @app.get("/health", tags=["server"])
+    async def health(request: Request) -> Any:
+        """200 when the server can answer; 503 while a model is loading."""
+        state = server_state(request)
+        loaded = [e.manifest.ref for e in state.engine.loaded()]
+        if state.loading:
+            return JSONResponse({"status": "loading", "models_loaded": loaded}, status_code=503)
+        return {"status": "ok", "models_loaded": loaded}
+
+    @app.get("/metrics", tags=["server"], response_class=PlainTextResponse)
+    async def metrics(request: Request) -> PlainTextResponse:
+        """Prometheus metrics."""
+        state = server_state(request)
+        text = state.metrics.render(state.engine.loaded(), state.loading)
+        return PlainTextResponse(text, media_type=CONTENT_TYPE)
 
     return app
-
-
-def _install_auth(app: FastAPI, settings: Settings) -> None:
-    if settings.api_key is None:
-        return
-    expected = f"Bearer {settings.api_key.get_secret_value()}"
-
-    @app.middleware("http")
-    async def require_key(
-        request: Request, call_next: Callable[[Request], Awaitable[Response]]
-    ) -> Response:
-        given = request.headers.get("authorization", "")
-        if request.url.path in PUBLIC_PATHS or secrets.compare_digest(given, expected):
-            return await call_next(request)
-        body = error_body(
-            "invalid or missing API key", "authentication_error", None, "invalid_api_key"
-        )
-        return JSONResponse(body, status_code=401)

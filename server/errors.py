@@ -1,8 +1,12 @@
-"""Every failure leaves the server as OpenAI's error object, with the matching HTTP status."""
+"""Every failure leaves the server as OpenAI's error object, with the matching HTTP status.
+
+Under /api/ (the Ollama API) the same error is `{"error": "message"}`, as Ollama clients read it.
+"""
 
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -17,13 +21,19 @@ log = logging.getLogger("llmedge.server")
 _HTTP_TYPES = {401: "authentication_error", 404: "not_found_error", 405: "invalid_request_error"}
 
 
-def error_response(exc: LlmedgeError) -> JSONResponse:
+def _shaped(request: Request | None, body: dict[str, Any]) -> dict[str, Any]:
+    if request is not None and request.url.path.startswith("/api/"):
+        return {"error": body["error"]["message"]}
+    return body
+
+
+def error_response(exc: LlmedgeError, request: Request | None = None) -> JSONResponse:
     headers = {}
     retry_after = getattr(exc, "retry_after_s", None)
     if retry_after:
         headers["Retry-After"] = str(retry_after)
     body = error_body(str(exc), exc.error_type, exc.param, exc.code)
-    return JSONResponse(body, status_code=exc.http_status, headers=headers)
+    return JSONResponse(_shaped(request, body), status_code=exc.http_status, headers=headers)
 
 
 def _validation_message(exc: RequestValidationError) -> tuple[str, str | None]:
@@ -31,36 +41,35 @@ def _validation_message(exc: RequestValidationError) -> tuple[str, str | None]:
     location = [str(part) for part in first.get("loc", ()) if part != "body"]
     param = ".".join(location) or None
     if first.get("type") == "extra_forbidden":
-        return f"unsupported field {param!r}: llmedge does not implement it", param
+        return f"unsupported field {param!r}: llmedge does not implement it; remove it", param
     if first.get("type") == "json_invalid":
         return "the request body is not valid JSON", None
-    return f"{param or 'body'}: {first.get('msg', 'invalid value')}", param
+    message = str(first.get("msg", "invalid value")).removeprefix("Value error, ")
+    return f"{param or 'body'}: {message}", param
 
 
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(LlmedgeError)
-    async def _llmedge(_: Request, exc: LlmedgeError) -> JSONResponse:
-        return error_response(exc)
+    async def _llmedge(request: Request, exc: LlmedgeError) -> JSONResponse:
+        return error_response(exc, request)
 
     @app.exception_handler(RequestValidationError)
-    async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
+    async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
         message, param = _validation_message(exc)
-        return JSONResponse(
-            error_body(message, "invalid_request_error", param, "invalid_value"), status_code=400
-        )
+        body = error_body(message, "invalid_request_error", param, "invalid_value")
+        return JSONResponse(_shaped(request, body), status_code=400)
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         error_type = _HTTP_TYPES.get(exc.status_code, "invalid_request_error")
         return JSONResponse(
-            error_body(str(exc.detail), error_type, None, None),
+            _shaped(request, error_body(str(exc.detail), error_type, None, None)),
             status_code=exc.status_code,
             headers=getattr(exc, "headers", None),
         )
 
     @app.exception_handler(Exception)
-    async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
         log.exception("unexpected error")
-        return JSONResponse(
-            error_body(f"internal error: {exc}", "server_error", None, None), status_code=500
-        )
+        body = error_body(f"internal error: {exc}", "server_error", None, None)
+        return JSONResponse(_shaped(request, body), status_code=500)

@@ -1,46 +1,123 @@
 """OpenAI wire types for the requests llmedge accepts.
 
 Fields llmedge does not implement are refused by name (extra="forbid"), never silently ignored;
-a few that clients send with harmless defaults (n=1, logprobs=false) are accepted at those values.
+a few that clients send with harmless values (store=false, modalities=["text"]) are accepted at
+those values only.
 """
 
 from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from llmedge import ChatMessage, SamplingParams
+from llmedge import ChatMessage, InvalidRequestError, SamplingParams, ToolCall
+
+MAX_CHOICES = 8
+# OpenAI's rule for function names; it also keeps names safe inside grammars and prompts.
+FUNCTION_NAME = r"^[a-zA-Z0-9_.-]{1,64}$"
 
 
-class _Request(BaseModel):
+class WireModel(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-class TextPart(_Request):
+class TextPart(WireModel):
     type: Literal["text"]
     text: str
 
 
-class WireMessage(_Request):
-    role: Literal["system", "developer", "user", "assistant"]
-    content: str | list[TextPart] | None = None
+Content = str | list[TextPart]
+
+
+def content_text(content: Content | None) -> str:
+    if isinstance(content, list):
+        return "".join(part.text for part in content)
+    return content or ""
+
+
+class FunctionCall(WireModel):
+    name: str = Field(pattern=FUNCTION_NAME)
+    arguments: str
+
+
+class WireToolCall(WireModel):
+    id: str
+    type: Literal["function"] = "function"
+    function: FunctionCall
+
+
+class WireMessage(WireModel):
+    role: Literal["system", "developer", "user", "assistant", "tool"]
+    content: Content | None = None
     name: str | None = None
+    tool_calls: list[WireToolCall] | None = None
+    tool_call_id: str | None = None
+    refusal: None = None
+
+    @model_validator(mode="after")
+    def _tool_fields_fit_the_role(self) -> WireMessage:
+        if self.role == "tool" and not self.tool_call_id:
+            raise ValueError("a tool message needs the tool_call_id of the call it answers")
+        if self.tool_calls and self.role != "assistant":
+            raise ValueError("only assistant messages carry tool_calls")
+        return self
 
     def to_message(self) -> ChatMessage:
-        if isinstance(self.content, list):
-            text = "".join(part.text for part in self.content)
-        else:
-            text = self.content or ""
-        return ChatMessage("system" if self.role == "developer" else self.role, text)
+        calls = tuple(
+            ToolCall(c.id, c.function.name, c.function.arguments) for c in self.tool_calls or ()
+        )
+        role = "system" if self.role == "developer" else self.role
+        return ChatMessage(role, content_text(self.content), calls, self.tool_call_id, self.name)
 
 
-class StreamOptions(_Request):
+class FunctionDefinition(WireModel):
+    name: str = Field(pattern=FUNCTION_NAME)
+    description: str | None = None
+    parameters: dict[str, Any] | None = None
+    strict: bool | None = None
+
+
+class ChatTool(WireModel):
+    type: Literal["function"]
+    function: FunctionDefinition
+
+    def as_dict(self) -> dict[str, Any]:
+        return self.model_dump(exclude_none=True)
+
+
+class NamedFunction(WireModel):
+    name: str
+
+
+class NamedToolChoice(WireModel):
+    type: Literal["function"]
+    function: NamedFunction
+
+
+ToolChoice = Literal["none", "auto", "required"] | NamedToolChoice
+
+
+class StreamOptions(WireModel):
     include_usage: bool = False
 
 
-class ResponseFormat(_Request):
-    type: Literal["text"]
+class JsonSchemaFormat(WireModel):
+    name: str = Field(pattern=r"^[a-zA-Z0-9_-]{1,64}$")
+    description: str | None = None
+    schema_: dict[str, Any] = Field(default_factory=dict, alias="schema")
+    strict: bool | None = None
+
+
+class ResponseFormat(WireModel):
+    type: Literal["text", "json_object", "json_schema"]
+    json_schema: JsonSchemaFormat | None = None
+
+    @model_validator(mode="after")
+    def _schema_with_json_schema(self) -> ResponseFormat:
+        if (self.type == "json_schema") != (self.json_schema is not None):
+            raise ValueError("json_schema is required with type 'json_schema', and only then")
+        return self
 
 
 _SAMPLING_FIELDS = (
@@ -54,7 +131,7 @@ _SAMPLING_FIELDS = (
 )
 
 
-class _Sampling(_Request):
+class SamplingFields(WireModel):
     model: str | None = Field(None, description="stored model; the server's default when omitted")
     max_tokens: Annotated[int, Field(ge=1)] | None = None
     # Unset sampling fields take llmedge's defaults (SamplingParams), tuned for small models.
@@ -62,22 +139,15 @@ class _Sampling(_Request):
     top_p: Annotated[float, Field(gt=0, le=1)] | None = None
     top_k: Annotated[int, Field(ge=0)] | None = None
     min_p: Annotated[float, Field(ge=0, le=1)] | None = None
-    repeat_penalty: Annotated[float, Field(gt=0)] | None = None
+    repeat_penalty: Annotated[float, Field(gt=0, le=10)] | None = None
     presence_penalty: Annotated[float, Field(ge=-2, le=2)] | None = None
     frequency_penalty: Annotated[float, Field(ge=-2, le=2)] | None = None
-    stop: str | list[str] | None = None
+    stop: str | Annotated[list[str], Field(max_length=4)] | None = None
     seed: int | None = None
     stream: bool = False
     stream_options: StreamOptions | None = None
-    n: Literal[1] = 1
+    n: Annotated[int, Field(ge=1, le=MAX_CHOICES)] = 1
     user: str | None = None
-
-    @field_validator("stop")
-    @classmethod
-    def _at_most_four_stops(cls, stop: str | list[str] | None) -> str | list[str] | None:
-        if isinstance(stop, list) and len(stop) > 4:
-            raise ValueError("at most 4 stop sequences")
-        return stop
 
     def sampling(self, max_tokens: int | None = None) -> SamplingParams:
         stop = [self.stop] if isinstance(self.stop, str) else (self.stop or [])
@@ -94,23 +164,72 @@ class _Sampling(_Request):
         return bool(self.stream_options and self.stream_options.include_usage)
 
 
-class ChatCompletionRequest(_Sampling):
+class ChatCompletionRequest(SamplingFields):
     messages: list[WireMessage] = Field(min_length=1)
     max_completion_tokens: Annotated[int, Field(ge=1)] | None = None
-    logprobs: Literal[False] | None = None
+    logprobs: bool | None = None
+    top_logprobs: Annotated[int, Field(ge=0, le=20)] | None = None
     response_format: ResponseFormat | None = None
+    tools: list[ChatTool] | None = None
+    tool_choice: ToolChoice | None = None
+    parallel_tool_calls: bool | None = None
+    store: Literal[False] | None = None
+    modalities: list[Literal["text"]] | None = None
+
+    def check(self) -> None:
+        """Rules across fields, refused with the field they concern."""
+        if self.top_logprobs and not self.logprobs:
+            raise InvalidRequestError("top_logprobs needs logprobs: true", param="top_logprobs")
+        if isinstance(self.tool_choice, NamedToolChoice):
+            names = {tool.function.name for tool in self.tools or ()}
+            if self.tool_choice.function.name not in names:
+                raise InvalidRequestError(
+                    f"tool_choice names {self.tool_choice.function.name!r}, "
+                    "which is not among the tools",
+                    param="tool_choice",
+                )
+        elif self.tool_choice == "required" and not self.tools:
+            raise InvalidRequestError("tool_choice 'required' needs tools", param="tool_choice")
 
     def params(self) -> SamplingParams:
-        return self.sampling(self.max_completion_tokens)
+        params = self.sampling(self.max_completion_tokens)
+        if not self.logprobs:
+            return params
+        return SamplingParams(
+            **{**params.__dict__, "logprobs": True, "top_logprobs": self.top_logprobs or 0}
+        )
 
 
-class CompletionRequest(_Sampling):
+class CompletionRequest(SamplingFields):
     prompt: str
     echo: Literal[False] = False
-    logprobs: None = None
+    logprobs: Annotated[int, Field(ge=0, le=5)] | None = None
+    suffix: None = None
+    best_of: Literal[1] | None = None
 
     def params(self) -> SamplingParams:
-        return self.sampling()
+        params = self.sampling()
+        if self.logprobs is None:
+            return params
+        return SamplingParams(
+            **{**params.__dict__, "logprobs": True, "top_logprobs": self.logprobs}
+        )
+
+
+class EmbeddingRequest(WireModel):
+    input: str | Annotated[list[str], Field(min_length=1, max_length=2048)]
+    model: str | None = None
+    encoding_format: Literal["float", "base64"] = "float"
+    dimensions: Annotated[int, Field(ge=1)] | None = None
+    user: str | None = None
+
+    @field_validator("input")
+    @classmethod
+    def _no_empty_text(cls, value: str | list[str]) -> str | list[str]:
+        texts = [value] if isinstance(value, str) else value
+        if any(not text for text in texts):
+            raise ValueError("every input must be a non-empty string")
+        return value
 
 
 def error_body(message: str, type_: str, param: str | None, code: str | None) -> dict[str, Any]:

@@ -14,8 +14,9 @@ from llmedge.generation import ChatMessage, GenerationChunk, SamplingParams
 class ScriptedModel:
     """Answers with the pieces queued by `enqueue`, one chunk per piece."""
 
-    def __init__(self, ctx_tokens: int = 64, delay_s: float = 0.0) -> None:
+    def __init__(self, ctx_tokens: int = 64, delay_s: float = 0.0, parallel: int = 1) -> None:
         self._ctx = ctx_tokens
+        self._parallel = parallel
         self.delay_s = delay_s
         self.answers: list[list[str]] = []
         self.prompts: list[tuple[int, ...]] = []
@@ -25,13 +26,17 @@ class ScriptedModel:
     def ctx_tokens(self) -> int:
         return self._ctx
 
+    @property
+    def parallel(self) -> int:
+        return self._parallel
+
     def enqueue(self, *pieces: str) -> None:
         self.answers.append(list(pieces))
 
     def tokenize(self, text: str) -> list[int]:
         return [ord(c) for c in text]
 
-    def render_chat(self, messages: Sequence[ChatMessage]) -> str:
+    def render_chat(self, messages: Sequence[ChatMessage], tools: object = None) -> str:
         return "".join(f"{m.role}:{m.content}\n" for m in messages) + "assistant:"
 
     def generate(
@@ -52,6 +57,9 @@ class ScriptedModel:
         yield GenerationChunk(
             "", finish_reason="stop", prompt_tokens=len(prompt_tokens), generated_tokens=sent
         )
+
+    def embed(self, texts: Sequence[str]) -> tuple[list[list[float]], int]:
+        return [[float(len(t)), 1.0] for t in texts], sum(len(t) for t in texts)
 
     def close(self) -> None:
         self.closed = True

@@ -135,8 +135,8 @@ def test_an_unknown_model_is_404_in_openai_shape(client: openai.OpenAI) -> None:
         ({"model": MODEL, "messages": []}, "messages"),
         ({"model": MODEL, "messages": [{"role": "wizard", "content": "x"}]}, "messages.0.role"),
         ({"model": MODEL, "messages": ASK, "temperature": 9}, "temperature"),
-        ({"model": MODEL, "messages": ASK, "tools": [{"type": "function"}]}, "tools"),
-        ({"model": MODEL, "messages": ASK, "n": 2}, "n"),
+        ({"model": MODEL, "messages": ASK, "tools": [{"type": "function"}]}, "tools.0.function"),
+        ({"model": MODEL, "messages": ASK, "n": 99}, "n"),
     ],
 )
 def test_invalid_requests_are_400_naming_the_field(base_url: str, body: dict, param: str) -> None:

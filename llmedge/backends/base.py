@@ -9,7 +9,7 @@ import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 from llmedge.generation import ChatMessage, GenerationChunk, SamplingParams
 
@@ -24,10 +24,10 @@ class Availability:
 
 @dataclass(frozen=True)
 class LoadOptions:
-    ctx_tokens: int
+    ctx_tokens: int  # per sequence
     threads: int
     gpu_layers: int = -1
-    seed: int | None = None
+    parallel: int = 1  # sequences decoded together
 
 
 @runtime_checkable
@@ -36,12 +36,19 @@ class LoadedModel(Protocol):
 
     @property
     def ctx_tokens(self) -> int:
-        """Context window the model was loaded with."""
+        """Context window of each sequence."""
+        ...
+
+    @property
+    def parallel(self) -> int:
+        """How many generations may run at once (each from its own thread)."""
         ...
 
     def tokenize(self, text: str) -> list[int]: ...
 
-    def render_chat(self, messages: Sequence[ChatMessage]) -> str:
+    def render_chat(
+        self, messages: Sequence[ChatMessage], tools: Sequence[dict[str, Any]] | None = None
+    ) -> str:
         """The prompt for a conversation, through the model's own chat template."""
         ...
 
@@ -49,6 +56,10 @@ class LoadedModel(Protocol):
         self, prompt_tokens: Sequence[int], params: SamplingParams, cancel: threading.Event
     ) -> Iterator[GenerationChunk]:
         """Stream the continuation of `prompt_tokens`; the last chunk has a finish reason."""
+        ...
+
+    def embed(self, texts: Sequence[str]) -> tuple[list[list[float]], int]:
+        """Normalised embedding vectors of the texts, and the tokens they took."""
         ...
 
     def close(self) -> None: ...

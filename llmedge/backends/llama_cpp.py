@@ -1,23 +1,32 @@
-"""llama.cpp through llama-cpp-python: GGUF models on CPU, Metal, CUDA or Vulkan builds."""
+"""llama.cpp through llama-cpp-python's low-level bindings: GGUF models, continuously batched."""
 
 from __future__ import annotations
 
-import codecs
+import atexit
+import ctypes
+import logging
+import math
 import resource
 import sys
 import threading
-import time
+import weakref
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 from llmedge.backends.base import Availability, LoadOptions
+from llmedge.backends.llama_scheduler import BatchScheduler, DecodeError
 from llmedge.chat_template import ChatTemplate
-from llmedge.errors import BackendUnavailableError, InvalidModelFileError
-from llmedge.generation import ChatMessage, FinishReason, GenerationChunk, SamplingParams
-from llmedge.stop_matcher import StopMatcher
+from llmedge.errors import (
+    BackendUnavailableError,
+    ContextLengthExceededError,
+    InvalidModelFileError,
+    LlmedgeError,
+)
+from llmedge.generation import ChatMessage, GenerationChunk, SamplingParams
 
 INSTALL_HINT = "install it with `pip install 'llmedge[llama]'`"
+N_BATCH = 512
 
 
 def peak_rss_bytes() -> int:
@@ -26,11 +35,28 @@ def peak_rss_bytes() -> int:
     return peak if sys.platform == "darwin" else peak * 1024
 
 
+class _OpenModels:
+    """Models still loaded at interpreter exit are closed first: a decoding thread left
+    running while the interpreter tears down would call into freed memory."""
+
+    def __init__(self) -> None:
+        self.models: weakref.WeakSet[LlamaCppModel] = weakref.WeakSet()
+        atexit.register(self.close_all)
+
+    def close_all(self) -> None:
+        for model in list(self.models):
+            model.close()
+
+
+_OPEN = _OpenModels()
+
+
 def _import_llama_cpp() -> Any:
     try:
         import llama_cpp
     except ImportError as exc:
         raise BackendUnavailableError(f"llama-cpp-python is not installed; {INSTALL_HINT}") from exc
+    logging.getLogger("llama-cpp-python").setLevel(logging.ERROR)  # llama.cpp's own chatter
     return llama_cpp
 
 
@@ -53,133 +79,143 @@ class LlamaCppBackend:
 
 
 class LlamaCppModel:
-    """One GGUF model loaded in a llama.cpp context."""
+    """A GGUF model with one context of `parallel` sequences of `ctx_tokens` each."""
 
     def __init__(self, path: Path, options: LoadOptions) -> None:
-        llama_cpp = _import_llama_cpp()
-        self._lib = llama_cpp
-        try:
-            self._llama: Any = llama_cpp.Llama(
-                model_path=str(path),
-                n_ctx=options.ctx_tokens,
-                n_threads=options.threads,
-                n_threads_batch=options.threads,
-                n_gpu_layers=options.gpu_layers,
-                verbose=False,
-            )
-        except ValueError as exc:  # llama-cpp-python's only signal that the file did not load
-            raise InvalidModelFileError(str(path), str(exc)) from exc
-        vocab = self._llama._model.vocab
-        self._vocab = vocab
-        self._bos = self._llama.token_bos()
-        self._add_bos = bool(llama_cpp.llama_vocab_get_add_bos(vocab))
+        lib = self._lib = _import_llama_cpp()
+        model_params = lib.llama_model_default_params()
+        model_params.n_gpu_layers = options.gpu_layers
+        self._model = lib.llama_model_load_from_file(str(path).encode(), model_params)
+        if not self._model:
+            raise InvalidModelFileError(str(path), "llama.cpp could not load it")
+        self._vocab = lib.llama_model_get_vocab(self._model)
+        self._pieces: dict[int, bytes] = {}
+        self._parallel = options.parallel
+        self._ctx = self._new_context(options.ctx_tokens * options.parallel, options)
+        self._ctx_tokens = int(lib.llama_n_ctx_seq(self._ctx))
+        self._options = options
+        self._embed_ctx: Any = None
+        self._embed_lock = threading.Lock()
+        self._bos = lib.llama_vocab_bos(self._vocab)
+        self._add_bos = bool(lib.llama_vocab_get_add_bos(self._vocab))
+        template = lib.llama_model_chat_template(self._model, None)
         self._template = ChatTemplate(
-            self._llama.metadata.get("tokenizer.chat_template"),
-            bos_token=self._token_text(self._bos),
-            eos_token=self._token_text(self._llama.token_eos()),
+            template.decode("utf-8", "replace") if template else None,
+            bos_token=self._special_text(self._bos),
+            eos_token=self._special_text(lib.llama_vocab_eos(self._vocab)),
         )
+        self._scheduler = BatchScheduler(
+            lib, self._ctx, self._vocab, options.parallel, N_BATCH, self.piece, peak_rss_bytes
+        )
+        self._closed = False
+        _OPEN.models.add(self)
+
+    def _new_context(self, n_ctx: int, options: LoadOptions, embeddings: bool = False) -> Any:
+        lib = self._lib
+        params = lib.llama_context_default_params()
+        params.n_ctx = n_ctx
+        params.n_batch = params.n_ubatch = n_ctx if embeddings else N_BATCH
+        params.n_seq_max = 1 if embeddings else options.parallel
+        params.kv_unified = False  # each sequence gets its own n_ctx / n_seq_max cache
+        params.n_threads = params.n_threads_batch = options.threads
+        if embeddings:
+            params.embeddings = True
+            params.pooling_type = lib.LLAMA_POOLING_TYPE_MEAN
+        ctx = lib.llama_init_from_model(self._model, params)
+        if not ctx:
+            raise LlmedgeError(
+                f"llama.cpp could not create a {n_ctx}-token context (out of memory?); "
+                "try a smaller --ctx or --parallel"
+            )
+        return ctx
 
     @property
     def ctx_tokens(self) -> int:
-        return int(self._llama.n_ctx())
+        return self._ctx_tokens
 
-    def _token_text(self, token: int) -> str:
-        if token < 0:
-            return ""
-        text: bytes = self._llama.detokenize([token], special=True)
-        return text.decode("utf-8", errors="replace")
+    @property
+    def parallel(self) -> int:
+        return self._parallel
+
+    def piece(self, token: int) -> bytes:
+        """The bytes a token stands for (special tokens render as nothing)."""
+        found = self._pieces.get(token)
+        if found is None:
+            found = self._pieces[token] = self._to_piece(token, special=False)
+        return found
+
+    def _to_piece(self, token: int, special: bool) -> bytes:
+        buffer = ctypes.create_string_buffer(64)
+        n = self._lib.llama_token_to_piece(self._vocab, token, buffer, 64, 0, special)
+        if n < 0:
+            buffer = ctypes.create_string_buffer(-n)
+            n = self._lib.llama_token_to_piece(self._vocab, token, buffer, -n, 0, special)
+        return buffer.raw[:n]
+
+    def _special_text(self, token: int) -> str:
+        return self._to_piece(token, special=True).decode("utf-8", "replace") if token >= 0 else ""
 
     def tokenize(self, text: str) -> list[int]:
-        tokens: list[int] = self._llama.tokenize(text.encode("utf-8"), add_bos=False, special=True)
-        if self._add_bos and self._bos >= 0 and (not tokens or tokens[0] != self._bos):
-            tokens.insert(0, self._bos)
-        return tokens
+        data = text.encode("utf-8")
+        capacity = len(data) + 2
+        tokens = (self._lib.llama_token * capacity)()
+        n = self._lib.llama_tokenize(self._vocab, data, len(data), tokens, capacity, False, True)
+        if n < 0:
+            raise LlmedgeError(f"llama.cpp could not tokenize the prompt ({n})")
+        result = list(tokens[:n])
+        if self._add_bos and self._bos >= 0 and (not result or result[0] != self._bos):
+            result.insert(0, self._bos)
+        return result
 
-    def render_chat(self, messages: Sequence[ChatMessage]) -> str:
-        return self._template.render(messages)
-
-    def _cached_prefix(self, tokens: Sequence[int]) -> int:
-        """How many prompt tokens the context already holds (llama-cpp-python reuses them)."""
-        held = self._llama._input_ids
-        n = 0
-        for a, b in zip(held, tokens, strict=False):
-            if a != b:
-                break
-            n += 1
-        return min(n, len(tokens) - 1)
+    def render_chat(
+        self, messages: Sequence[ChatMessage], tools: Sequence[dict[str, Any]] | None = None
+    ) -> str:
+        return self._template.render(messages, tools)
 
     def generate(
         self, prompt_tokens: Sequence[int], params: SamplingParams, cancel: threading.Event
     ) -> Iterator[GenerationChunk]:
-        llama = self._llama
-        llama.set_seed(
-            self._lib.LLAMA_DEFAULT_SEED if params.seed is None else params.seed & 0xFFFFFFFF
-        )
-        max_tokens = params.max_tokens or (self.ctx_tokens - len(prompt_tokens))
-        cached = self._cached_prefix(prompt_tokens)
-        decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
-        stops = StopMatcher(params.stop)
-        started = time.perf_counter()
-        first_at: float | None = None
-        generated: list[int] = []
-        finish: FinishReason = "length"
-        hit_stop = False
+        room = self._ctx_tokens - len(prompt_tokens)
+        max_tokens = min(params.max_tokens or room, room)
+        return self._scheduler.generate(list(prompt_tokens), params, cancel, max_tokens)
 
-        def chunk(
-            text: str, token_ids: tuple[int, ...], finish_reason: FinishReason | None = None
-        ) -> GenerationChunk:
-            now = time.perf_counter()
-            ttft = (first_at or now) - started
-            decode_s = now - (first_at or now)
-            n = len(generated)
-            return GenerationChunk(
-                text=text,
-                token_ids=token_ids,
-                finish_reason=finish_reason,
-                prompt_tokens=len(prompt_tokens),
-                generated_tokens=n,
-                cached_tokens=cached,
-                time_to_first_token_s=ttft if first_at else None,
-                tokens_per_s=(n - 1) / decode_s if n > 1 and decode_s > 0 else None,
-                prompt_tokens_per_s=(len(prompt_tokens) - cached) / ttft if ttft > 0 else None,
-                peak_memory_bytes=peak_rss_bytes() if finish_reason else None,
-            )
-
-        tokens = llama.generate(
-            prompt_tokens,
-            top_k=params.top_k,
-            top_p=params.top_p,
-            min_p=params.min_p,
-            temp=params.temperature,
-            repeat_penalty=params.repeat_penalty,
-            frequency_penalty=params.frequency_penalty,
-            presence_penalty=params.presence_penalty,
-        )
-        try:
-            for token in tokens:
-                if first_at is None:
-                    first_at = time.perf_counter()
-                if cancel.is_set():
-                    finish = "cancelled"
-                    break
-                if self._lib.llama_vocab_is_eog(self._vocab, token):
-                    finish = "stop"
-                    break
-                generated.append(token)
-                text, stopped = stops.feed(decoder.decode(llama.detokenize([token])))
-                if text:
-                    yield chunk(text, (token,))
-                if stopped:
-                    finish, hit_stop = "stop", True
-                    break
-                if len(generated) >= max_tokens:
-                    break
-        finally:
-            tokens.close()
-        # Text held back as a possible stop string, or as half a UTF-8 character, belongs to the
-        # answer unless a stop string really ended it.
-        tail = "" if hit_stop else stops.flush() + decoder.decode(b"", final=True)
-        yield chunk(tail, (), finish)
+    def embed(self, texts: Sequence[str]) -> tuple[list[list[float]], int]:
+        """Mean-pooled, L2-normalised embeddings, one text at a time on a separate context."""
+        lib = self._lib
+        with self._embed_lock:
+            if self._embed_ctx is None:
+                self._embed_ctx = self._new_context(self._ctx_tokens, self._options, True)
+            ctx, memory = self._embed_ctx, lib.llama_get_memory(self._embed_ctx)
+            n_embd = lib.llama_model_n_embd(self._model)
+            vectors, total = [], 0
+            for text in texts:
+                tokens = self.tokenize(text)
+                if len(tokens) > self._ctx_tokens:
+                    raise ContextLengthExceededError(len(tokens), self._ctx_tokens)
+                total += len(tokens)
+                lib.llama_memory_clear(memory, True)
+                batch = lib.llama_batch_init(len(tokens), 0, 1)
+                try:
+                    for i, token in enumerate(tokens):
+                        batch.token[i], batch.pos[i], batch.n_seq_id[i] = token, i, 1
+                        batch.seq_id[i][0], batch.logits[i] = 0, True
+                    batch.n_tokens = len(tokens)
+                    if lib.llama_decode(ctx, batch) != 0:
+                        raise DecodeError("llama.cpp could not compute the embedding")
+                finally:
+                    lib.llama_batch_free(batch)
+                raw = lib.llama_get_embeddings_seq(ctx, 0)
+                vector = [float(raw[i]) for i in range(n_embd)]
+                norm = math.sqrt(sum(v * v for v in vector)) or 1.0
+                vectors.append([v / norm for v in vector])
+            return vectors, total
 
     def close(self) -> None:
-        self._llama.close()
+        if self._closed:
+            return
+        self._closed = True
+        self._scheduler.close()
+        for ctx in (self._embed_ctx, self._ctx):
+            if ctx:
+                self._lib.llama_free(ctx)
+        self._lib.llama_model_free(self._model)

@@ -6,39 +6,52 @@ import argparse
 import json
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 from rich.progress import (
     BarColumn,
     DownloadColumn,
     Progress,
+    TaskID,
+    TextColumn,
     TimeRemainingColumn,
     TransferSpeedColumn,
 )
 from rich.table import Table
 
+from llmedge.quant_types import ALL_TYPES
 from llmedge.settings import Settings
 from llmedge.store import Manifest, ModelRef, Store
 
-# The llama.cpp quantization ladder, offered as `--q4_k_m`-style flags.
-QUANT_FLAGS = (
-    "q2_k", "q3_k_s", "q3_k_m", "q3_k_l", "q4_0", "q4_1", "q4_k_s", "q4_k_m",
-    "q5_0", "q5_1", "q5_k_s", "q5_k_m", "q6_k", "q8_0", "f16", "bf16", "f32",
-)  # fmt: skip
+if TYPE_CHECKING:
+    from llmedge.pull_plan import Target
+
+# The llama.cpp quantization ladder (and the float types), offered as `--q4_k_m`-style flags.
+QUANT_FLAGS = ALL_TYPES
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     pull = subparsers.add_parser("pull", help="put a model in the store", description=(
-        "Put a model in the store: a model card name (`smollm2-135m`, `NAME:q4_k_m`) "
-        "or a local GGUF file (`./model.gguf --name X`)."
+        "Put a model in the store: a model card name (`phi-3-mini`, `phi-3-mini:q4_k_m`, "
+        "`phi-3-mini --q4_k_m`), a Hugging Face repository (`hf.co/OWNER/REPO[:QUANT]`) or a "
+        "local GGUF file (`./model.gguf --name X`). A pre-quantized GGUF file is downloaded when "
+        "one exists; otherwise the safetensors weights are converted and quantized locally. "
+        "An interrupted pull resumes. HF_TOKEN is sent for gated repositories; HF_ENDPOINT "
+        "names a mirror."
     ))  # fmt: skip
     pull.add_argument(
-        "target", metavar="MODEL", help="model card name, NAME:QUANT, or a .gguf path"
+        "target",
+        metavar="MODEL",
+        help="card name, NAME:QUANT, hf.co/OWNER/REPO[:QUANT], or a .gguf",
     )
-    pull.add_argument("--name", help="store name for a local file (default: the file's name)")
+    pull.add_argument("--name", help="store name (default: the card, repository or file name)")
+    pull.add_argument("--revision", help="hub branch, tag or commit (default: main)")
+    pull.add_argument("--list", action="store_true", help="show the quantizations on offer")
     quant = pull.add_mutually_exclusive_group()
-    quant.add_argument("--quant", dest="quant", metavar="TYPE", help="quantization, e.g. q4_k_m")
+    quant.add_argument(
+        "--quant", dest="quant", metavar="TYPE", help=f"quantization: {', '.join(QUANT_FLAGS)}"
+    )
     for flag in QUANT_FLAGS:
         quant.add_argument(
             f"--{flag}", dest="quant", action="store_const", const=flag, help=argparse.SUPPRESS
@@ -77,6 +90,12 @@ def human_count(n: int) -> str:
     return str(n)
 
 
+def table_console() -> Console:
+    """Stdout for tables; wide when piped, so names and paths are not cut at 80 columns."""
+    console = Console()
+    return console if console.is_terminal else Console(width=200)
+
+
 @contextmanager
 def byte_progress(total: int, description: str) -> Iterator[Any]:
     """A progress bar over `total` bytes (on stderr); yields the advance callback."""
@@ -86,19 +105,107 @@ def byte_progress(total: int, description: str) -> Iterator[Any]:
         yield lambda n: progress.advance(task, n)
 
 
+class RichReporter:
+    """Progress on stderr: a bar per file (bytes, speed, ETA) and one line per step."""
+
+    def __init__(self) -> None:
+        self.console = Console(stderr=True)
+        self._progress = Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            DownloadColumn(),
+            TransferSpeedColumn(),
+            TimeRemainingColumn(),
+            console=self.console,
+            transient=True,
+        )
+        self._task: TaskID | None = None
+        self._label = ""
+        self._done_bytes = 0
+
+    def __enter__(self) -> RichReporter:
+        if self.console.is_terminal:  # a log file gets the step lines only
+            self._progress.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self.console.is_terminal:
+            self._progress.stop()
+
+    def begin(self, label: str, total_bytes: int | None, done_bytes: int = 0) -> None:
+        self._label = label
+        self._done_bytes = done_bytes
+        self._task = self._progress.add_task(label, total=total_bytes, completed=done_bytes)
+        size = human_bytes(total_bytes) if total_bytes is not None else "unknown size"
+        if done_bytes:
+            self.note(f"resuming {label} at {human_bytes(done_bytes)} of {size}")
+        elif not self.console.is_terminal:
+            self.note(f"downloading {label} ({size})")
+
+    def advance(self, n_bytes: int) -> None:
+        self._done_bytes += n_bytes
+        if self._task is not None:
+            self._progress.advance(self._task, n_bytes)
+
+    def end(self) -> None:
+        if self._task is not None:
+            self._progress.remove_task(self._task)
+            self._task = None
+            self.note(f"downloaded {self._label} ({human_bytes(self._done_bytes)})")
+
+    def note(self, text: str) -> None:
+        self.console.print(text, highlight=False, markup=False)
+
+
 def run_pull(args: argparse.Namespace) -> None:
     from pathlib import Path
 
     from llmedge.pull import pull
+    from llmedge.pull_plan import parse_target
 
     store = Store(Settings().store_dir)
+    if args.list:
+        return _print_choices(store, parse_target(args.target, args.quant, args.name), args)
     path = Path(args.target).expanduser()
-    total = path.stat().st_size if path.is_file() else 0
-    with byte_progress(total, "importing") as advance:
-        manifest = pull(store, args.target, quant=args.quant, name=args.name, on_progress=advance)
+    if path.is_file():
+        with byte_progress(path.stat().st_size, "importing") as advance:
+            manifest = pull(
+                store, args.target, quant=args.quant, name=args.name, on_progress=advance
+            )
+    else:
+        before = {m.ref: m.digest for m in store.manifests()}
+        with RichReporter() as reporter:
+            manifest = pull(
+                store,
+                args.target,
+                quant=args.quant,
+                name=args.name,
+                reporter=reporter,
+                revision=args.revision,
+            )
+        if before.get(manifest.ref, manifest.digest) != manifest.digest:
+            print(
+                f"kept the previous {manifest.ref}: `llmedge rollback {manifest.ref}` restores it"
+            )
     print(
         f"pulled {manifest.ref} ({human_bytes(manifest.size_bytes)}, sha256 {manifest.sha256[:12]})"
     )
+
+
+def _print_choices(store: Store, target: Target, args: argparse.Namespace) -> None:
+    from llmedge.pull import choices_for
+
+    choices = choices_for(target, args.revision)
+    if not choices:
+        print(f"{args.target} is a local file: `llmedge pull {args.target}` imports it")
+        return
+    table = Table(box=None, header_style="bold")
+    for column in ("QUANT", "STORED", "SOURCE"):
+        table.add_column(column)
+    for choice in choices:
+        stored = store.find(ModelRef(target.name, choice.quant))
+        table.add_row(choice.quant, "yes" if stored else "", choice.describe())
+    table_console().print(table)
 
 
 def run_list(args: argparse.Namespace) -> None:
@@ -117,10 +224,10 @@ def run_list(args: argparse.Namespace) -> None:
         table.add_row(
             m.ref, m.sha256[:12], human_bytes(m.size_bytes), params, m.format, m.created_at
         )
-    Console().print(table)
+    table_console().print(table)
 
 
-def _facts_rows(m: Manifest) -> list[tuple[str, str]]:
+def _facts_rows(m: Manifest, earlier_versions: int = 0) -> list[tuple[str, str]]:
     rows = [
         ("model", m.ref),
         ("format", m.format),
@@ -139,18 +246,38 @@ def _facts_rows(m: Manifest) -> list[tuple[str, str]]:
             ("heads / kv heads", f"{f.n_heads or '?'} / {f.n_kv_heads or '?'}"),
             ("vocabulary", str(f.vocab_size or "?")),
         ]
+    rows += _report_rows(m)
     rows += [
         ("source", ", ".join(f"{k}={v}" for k, v in sorted(m.source.items()))),
         ("pulled", m.created_at),
     ]
+    if earlier_versions:
+        rows.append(("versions", f"{earlier_versions} earlier; `llmedge rollback {m.ref}`"))
+    return rows
+
+
+def _report_rows(m: Manifest) -> list[tuple[str, str]]:
+    r = m.quant_report
+    if r is None:
+        return []
+    rows = [
+        ("quantized from", f"{r.source} (sha256 {r.source_sha256[:12]}) in {r.seconds:.2f} s"),
+        ("bits per weight", f"{r.bits_per_weight:.2f}"),
+    ]
+    if r.perplexity is not None and r.source_perplexity is not None:
+        change = r.perplexity_change or 0.0
+        rows.append((
+            "perplexity",
+            f"{r.perplexity:.3f} ({change:+.2%} vs {r.source_perplexity:.3f} for {r.source}; "
+            f"{r.eval_tokens} tokens of {r.eval_text})",
+        ))  # fmt: skip
     return rows
 
 
 def run_show(args: argparse.Namespace) -> None:
     settings = Settings()
-    manifest = Store(settings.store_dir).resolve(
-        ModelRef.parse(args.model or settings.default_model)
-    )
+    store = Store(settings.store_dir)
+    manifest = store.resolve(ModelRef.parse(args.model or settings.default_model))
     template = (manifest.facts.chat_template if manifest.facts else None) or ""
     if args.json:
         print(manifest.to_json())
@@ -161,11 +288,11 @@ def run_show(args: argparse.Namespace) -> None:
     table = Table(box=None, show_header=False)
     table.add_column(style="bold")
     table.add_column()
-    for key, value in _facts_rows(manifest):
+    for key, value in _facts_rows(manifest, len(store.history(manifest.name, manifest.tag))):
         table.add_row(key, value)
     first_line = template.strip().splitlines()[0] if template.strip() else "(none: ChatML is used)"
     table.add_row("chat template", first_line[:100] + (" …" if len(template) > 100 else ""))
-    Console().print(table)
+    table_console().print(table)
 
 
 def run_rm(args: argparse.Namespace) -> None:

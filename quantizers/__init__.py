@@ -1,0 +1,6 @@
+"""Making smaller models: GGUF conversion and quantization on top of llmedge's public API.
+
+`quantizers.gguf` quantizes along llama.cpp's ladder (Q2_K to Q8_0) and measures the result;
+`quantizers.gguf_convert` turns Hugging Face safetensors into GGUF with llama.cpp's converter.
+Importing this package loads neither llama.cpp nor the converter.
+"""

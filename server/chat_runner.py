@@ -1,0 +1,244 @@
+"""Runs a request on the engine for every API: tools and structured output go in as prompt and
+grammar, answer text and tool calls come out as events, one stream per choice (`n`)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any, Literal, Protocol
+
+from llmedge import (
+    ChatMessage,
+    Engine,
+    EngineBusyError,
+    GenerationChunk,
+    GenerationStream,
+    PreparedPrompt,
+    SamplingParams,
+    TokenLogprob,
+    ToolCall,
+)
+from llmedge.tool_calls import (
+    ToolCallParser,
+    detect_tool_format,
+    fold_messages,
+    forced_call_grammar,
+    new_call_id,
+)
+
+ToolMode = Literal["none", "auto", "required"]
+Finish = Literal["stop", "length", "tool_calls"]
+
+
+class Tracker(Protocol):
+    """Told when each generation starts and ends (None: it ended without finishing)."""
+
+    def generation_started(self) -> None: ...
+
+    def generation_finished(self, last: GenerationChunk | None) -> None: ...
+
+
+@dataclass(frozen=True)
+class ChatSpec:
+    """A chat request in the terms every API shares."""
+
+    model: str | None
+    messages: Sequence[ChatMessage]
+    params: SamplingParams
+    tools: Sequence[Mapping[str, Any]] = ()
+    tool_mode: ToolMode = "auto"
+    forced_tool: str | None = None  # a tool the answer must call
+    parallel_tool_calls: bool = True
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """A prompt ready to run, with what its answer should be searched for."""
+
+    prompt: PreparedPrompt
+    tool_names: tuple[str, ...] = ()
+    whole_message_json: bool = False
+
+
+def _tool_name(tool: Mapping[str, Any]) -> str:
+    function = tool.get("function", tool)
+    return str(function.get("name", "")) if isinstance(function, Mapping) else ""
+
+
+def prepare_chat(engine: Engine, spec: ChatSpec) -> Prepared:
+    """Render the conversation for the model's tool format; constrain a forced call by grammar.
+
+    Blocking: it may load the model and tokenizes the prompt."""
+    manifest = engine.resolve(spec.model)
+    fmt = detect_tool_format(manifest.facts.chat_template if manifest.facts else None)
+    offered = [dict(t) for t in spec.tools] if spec.tool_mode != "none" else []
+    params = spec.params
+    if spec.forced_tool or spec.tool_mode == "required":
+        chosen = [t for t in offered if spec.forced_tool in (None, _tool_name(t))]
+        grammar = forced_call_grammar(fmt, chosen, parallel=spec.parallel_tool_calls)
+        params = replace(params, grammar=grammar)
+    if fmt.native:
+        prompt = engine.prepare_chat(manifest.ref, spec.messages, params, tools=offered or None)
+    else:
+        prompt = engine.prepare_chat(manifest.ref, fold_messages(spec.messages, offered), params)
+    names = tuple(_tool_name(t) for t in offered)
+    return Prepared(prompt, names, whole_message_json=fmt.style == "llama3")
+
+
+@dataclass
+class ChoiceEvent:
+    """A step of one choice: new answer text, completed calls, and at the end the finish."""
+
+    index: int
+    content: str = ""
+    calls: list[ToolCall] = field(default_factory=list)
+    logprobs: tuple[TokenLogprob, ...] = ()
+    finish: Finish | None = None
+    last: GenerationChunk | None = None
+
+
+@dataclass
+class ChoiceResult:
+    """A whole choice, gathered from its events."""
+
+    index: int
+    content: str = ""
+    calls: list[ToolCall] = field(default_factory=list)
+    logprobs: list[TokenLogprob] = field(default_factory=list)
+    finish: Finish = "stop"
+    last: GenerationChunk | None = None
+
+    @property
+    def content_or_none(self) -> str | None:
+        return None if self.calls and not self.content.strip() else self.content
+
+
+def _finish(chunk: GenerationChunk, called: bool) -> Finish:
+    if called:
+        return "tool_calls"
+    # A cancelled stream has no reader left; "stop" keeps the value within OpenAI's set.
+    return "length" if chunk.finish_reason == "length" else "stop"
+
+
+async def _choice_events(
+    index: int, stream: GenerationStream, prepared: Prepared
+) -> AsyncIterator[ChoiceEvent]:
+    parser = (
+        ToolCallParser(prepared.tool_names, new_call_id, prepared.whole_message_json)
+        if prepared.tool_names
+        else None
+    )
+    called = False
+    pending = ""  # whitespace held back: between or after tool calls it is not an answer
+    async for chunk in stream:
+        if parser is None:
+            content, calls = chunk.text, []
+        else:
+            step = parser.feed(chunk.text)
+            if chunk.finish_reason:
+                step.extend(parser.finish())
+            content, calls = step.content, step.calls
+            if not content.strip():
+                pending, content = pending + content, ""
+            else:
+                pending, content = "", pending + content
+        called = called or bool(calls)
+        if chunk.finish_reason:
+            if not called:
+                content += pending
+            finish = _finish(chunk, called)
+            yield ChoiceEvent(index, content, calls, chunk.logprobs, finish, chunk)
+            return
+        if content or calls or chunk.logprobs:
+            yield ChoiceEvent(index, content, calls, chunk.logprobs)
+
+
+class ChoiceRun:
+    """The `n` generations of one request, started at once (a full queue raises here, before a
+    byte is sent) and read together with `events()`."""
+
+    def __init__(
+        self, engine: Engine, prepared: Prepared, n: int = 1, tracker: Tracker | None = None
+    ) -> None:
+        self.prepared = prepared
+        self._tracker = tracker
+        self._streams: list[GenerationStream] = []
+        self._open: set[int] = set()
+        base = prepared.prompt
+        try:
+            for i in range(n):
+                params = base.params
+                if i and params.seed is not None:
+                    params = replace(params, seed=params.seed + i)  # distinct, yet repeatable
+                self._streams.append(engine.start(replace(base, params=params)))
+                self._open.add(i)
+                if tracker is not None:
+                    tracker.generation_started()
+        except EngineBusyError:
+            self.cancel()
+            raise
+
+    def _finished(self, index: int, last: GenerationChunk | None) -> None:
+        if index in self._open:
+            self._open.discard(index)
+            if self._tracker is not None:
+                self._tracker.generation_finished(last)
+
+    def cancel(self) -> None:
+        for index, stream in enumerate(self._streams):
+            stream.cancel()
+            self._finished(index, None)
+
+    async def events(self) -> AsyncIterator[ChoiceEvent]:
+        """Events of all choices, interleaved as they come."""
+        queue: asyncio.Queue[ChoiceEvent | BaseException | None] = asyncio.Queue()
+
+        async def pump(index: int, stream: GenerationStream) -> None:
+            try:
+                async for event in _choice_events(index, stream, self.prepared):
+                    if event.last is not None:
+                        self._finished(index, event.last)
+                    await queue.put(event)
+                await queue.put(None)
+            except Exception as exc:  # handed to the reader, who raises it
+                await queue.put(exc)
+
+        tasks = [asyncio.create_task(pump(i, s)) for i, s in enumerate(self._streams)]
+        try:
+            running = len(tasks)
+            while running:
+                item = await queue.get()
+                if item is None:
+                    running -= 1
+                elif isinstance(item, BaseException):
+                    raise item
+                else:
+                    yield item
+        finally:
+            self.cancel()
+            for task in tasks:
+                task.cancel()
+            for task in tasks:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+
+    async def collect(self) -> list[ChoiceResult]:
+        results = [ChoiceResult(i) for i in range(len(self._streams))]
+        async for event in self.events():
+            result = results[event.index]
+            result.content += event.content
+            result.calls.extend(event.calls)
+            result.logprobs.extend(event.logprobs)
+            if event.finish:
+                result.finish, result.last = event.finish, event.last
+        return results
+
+
+def total_usage(results: Sequence[ChoiceResult]) -> tuple[int, int, int]:
+    """(prompt, completion, cached) tokens; the prompt counts once however many choices."""
+    lasts = [r.last for r in results if r.last is not None]
+    if not lasts:
+        return 0, 0, 0
+    return lasts[0].prompt_tokens, sum(c.generated_tokens for c in lasts), lasts[0].cached_tokens

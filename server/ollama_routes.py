@@ -1,0 +1,252 @@
+"""The Ollama API's generation routes, /api/chat, /api/generate and /api/embed, streaming NDJSON.
+
+Model management (/api/tags, /api/ps, /api/show, /api/pull, /api/version) is in `ollama_models`.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import JSONResponse, StreamingResponse
+
+from llmedge import ChatMessage, GenerationChunk, InvalidRequestError, LlmedgeError
+from server.chat_runner import ChatSpec, ChoiceEvent, ChoiceRun, Prepared, prepare_chat
+from server.ollama_models import router as models_router
+from server.ollama_schemas import (
+    ChatRequest,
+    EmbedRequest,
+    GenerateRequest,
+    LegacyEmbeddingRequest,
+    chat_messages,
+    parse_options,
+)
+from server.openai_routes import check_max_tokens, shorten
+from server.state import ServerState, server_state
+
+router = APIRouter(prefix="/api", tags=["ollama"])
+router.include_router(models_router)
+NDJSON = "application/x-ndjson"
+
+
+def now_rfc3339() -> str:
+    return datetime.now(UTC).isoformat().replace("+00:00", "Z")
+
+
+def refuse_keep_alive(value: float | str | None) -> None:
+    if value is not None:
+        raise InvalidRequestError(
+            "keep_alive: llmedge keeps a model loaded until another one is needed; omit it",
+            param="keep_alive",
+        )
+
+
+def _stats(last: GenerationChunk | None, started: float, load_s: float) -> dict[str, Any]:
+    """The timing fields of Ollama's final object, in nanoseconds."""
+    stats: dict[str, Any] = {"total_duration": int((time.perf_counter() - started) * 1e9)}
+    stats["load_duration"] = int(load_s * 1e9)
+    if last is None:
+        return stats
+    decode_s = (last.generated_tokens - 1) / last.tokens_per_s if last.tokens_per_s else 0.0
+    stats.update(
+        prompt_eval_count=last.prompt_tokens,
+        prompt_eval_duration=int((last.time_to_first_token_s or 0.0) * 1e9),
+        eval_count=last.generated_tokens,
+        eval_duration=int(decode_s * 1e9),
+    )
+    return stats
+
+
+def _logprobs(event: ChoiceEvent) -> list[dict[str, Any]]:
+    return [
+        {
+            "token": item.token,
+            "logprob": item.logprob,
+            "top_logprobs": [{"token": t, "logprob": lp} for t, lp in item.top],
+        }
+        for item in event.logprobs
+    ]
+
+
+Shape = Callable[[str, list[dict[str, Any]], bool], dict[str, Any]]
+
+
+async def _answer(
+    state: ServerState,
+    prepared: Prepared,
+    stream: bool,
+    shape: Shape,
+    timing: tuple[float, float],
+) -> Any:
+    """Run one generation; answer with NDJSON objects as it goes, or with one object at the end."""
+    run = ChoiceRun(state.engine, prepared, 1, state.metrics)
+    model = prepared.prompt.model.manifest.ref
+
+    def final(event: ChoiceEvent, text: str, calls: list[dict[str, Any]]) -> dict[str, Any]:
+        body = {"model": model, "created_at": now_rfc3339(), **shape(text, calls, True)}
+        reason = "length" if event.finish == "length" else "stop"
+        return {**body, "done": True, "done_reason": reason, **_stats(event.last, *timing)}
+
+    def call_json(event: ChoiceEvent) -> list[dict[str, Any]]:
+        return [
+            {"function": {"name": c.name, "arguments": json.loads(c.arguments)}}
+            for c in event.calls
+        ]
+
+    if not stream:
+        text, last_event = "", None
+        calls: list[dict[str, Any]] = []
+        logprobs: list[dict[str, Any]] = []
+        try:
+            async for event in run.events():
+                text, calls = text + event.content, calls + call_json(event)
+                logprobs += _logprobs(event)
+                last_event = event
+        finally:
+            run.cancel()
+        assert last_event is not None
+        body = final(last_event, text, calls)
+        if prepared.prompt.params.logprobs:
+            body["logprobs"] = logprobs
+        return JSONResponse(body)
+
+    async def lines() -> AsyncIterator[str]:
+        try:
+            async for event in run.events():
+                if event.finish:
+                    body = final(event, event.content, call_json(event))
+                else:
+                    body = {
+                        "model": model,
+                        "created_at": now_rfc3339(),
+                        **shape(event.content, call_json(event), False),
+                        "done": False,
+                    }
+                if prepared.prompt.params.logprobs:
+                    body["logprobs"] = _logprobs(event)
+                yield json.dumps(body) + "\n"
+        except LlmedgeError as exc:
+            yield json.dumps({"error": str(exc)}) + "\n"
+        finally:
+            run.cancel()
+
+    return StreamingResponse(lines(), media_type=NDJSON)
+
+
+async def _prepare(
+    state: ServerState, model: str, work: Callable[[], Prepared]
+) -> tuple[Prepared, float]:
+    started = time.perf_counter()
+    loaded = {e.manifest.ref for e in state.engine.loaded()}
+    prepared = await state.run(model, work)
+    load_s = 0.0 if prepared.prompt.model.manifest.ref in loaded else time.perf_counter() - started
+    return prepared, load_s
+
+
+def _loaded_only(model: str, reason: str, key: str) -> dict[str, Any]:
+    body: dict[str, Any] = {"model": model, "created_at": now_rfc3339(), "done": True}
+    body["done_reason"] = reason
+    if key == "message":
+        body["message"] = {"role": "assistant", "content": ""}
+    else:
+        body["response"] = ""
+    return body
+
+
+@router.post("/chat")
+async def chat(body: ChatRequest, request: Request) -> Any:
+    started = time.perf_counter()
+    state = server_state(request)
+    refuse_keep_alive(body.keep_alive)
+    params = body.params()
+    check_max_tokens(state, params.max_tokens, "options.num_predict")
+    if not body.messages:  # Ollama's way to load a model
+        manifest = await state.run(body.model, lambda: state.engine.load(body.model).manifest)
+        return JSONResponse(_loaded_only(manifest.ref, "load", "message"))
+    spec = ChatSpec(
+        model=body.model,
+        messages=chat_messages(body.messages),
+        params=params,
+        tools=[t.as_dict() for t in body.tools or ()],
+    )
+    prepared, load_s = await _prepare(state, body.model, lambda: prepare_chat(state.engine, spec))
+
+    def shape(text: str, calls: list[dict[str, Any]], done: bool) -> dict[str, Any]:
+        message: dict[str, Any] = {"role": "assistant", "content": text}
+        if calls:
+            message["tool_calls"] = calls
+        return {"message": message}
+
+    return await _answer(state, prepared, body.stream, shape, (started, load_s))
+
+
+@router.post("/generate")
+async def generate(body: GenerateRequest, request: Request) -> Any:
+    started = time.perf_counter()
+    state = server_state(request)
+    refuse_keep_alive(body.keep_alive)
+    params = body.params()
+    check_max_tokens(state, params.max_tokens, "options.num_predict")
+    if not body.prompt and not body.system:
+        manifest = await state.run(body.model, lambda: state.engine.load(body.model).manifest)
+        return JSONResponse(_loaded_only(manifest.ref, "load", "response"))
+
+    def work() -> Prepared:
+        if body.raw:
+            return Prepared(state.engine.prepare_text(body.model, body.prompt, params))
+        system = [ChatMessage("system", body.system)] if body.system else []
+        messages = [*system, ChatMessage("user", body.prompt)]
+        return prepare_chat(state.engine, ChatSpec(body.model, messages, params))
+
+    prepared, load_s = await _prepare(state, body.model, work)
+
+    def shape(text: str, calls: list[dict[str, Any]], done: bool) -> dict[str, Any]:
+        return {"response": text}
+
+    return await _answer(state, prepared, body.stream, shape, (started, load_s))
+
+
+async def _embed(
+    state: ServerState, model: str, texts: list[str]
+) -> tuple[str, list[list[float]], int]:
+    manifest = await run_in_threadpool(state.engine.resolve, model)
+    vectors, tokens = await state.run(model, lambda: state.engine.embed(manifest.ref, texts))
+    return manifest.ref, vectors, tokens
+
+
+@router.post("/embed")
+async def embed(body: EmbedRequest, request: Request) -> dict[str, Any]:
+    started = time.perf_counter()
+    state = server_state(request)
+    refuse_keep_alive(body.keep_alive)
+    parse_options(body.options)
+    if body.truncate:
+        raise InvalidRequestError(
+            "truncate: llmedge refuses an input longer than the context instead of cutting it; "
+            "send truncate: false or omit it",
+            param="truncate",
+        )
+    texts = [body.input] if isinstance(body.input, str) else body.input
+    ref, vectors, tokens = await _embed(state, body.model, texts)
+    return {
+        "model": ref,
+        "embeddings": [shorten(v, body.dimensions) for v in vectors],
+        "total_duration": int((time.perf_counter() - started) * 1e9),
+        "load_duration": 0,
+        "prompt_eval_count": tokens,
+    }
+
+
+@router.post("/embeddings")
+async def embeddings(body: LegacyEmbeddingRequest, request: Request) -> dict[str, Any]:
+    """The older single-text form of /api/embed."""
+    state = server_state(request)
+    refuse_keep_alive(body.keep_alive)
+    parse_options(body.options)
+    _, vectors, _ = await _embed(state, body.model, [body.prompt])
+    return {"embedding": vectors[0]}

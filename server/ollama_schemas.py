@@ -1,0 +1,186 @@
+"""Wire types of the Ollama API (`/api/*`), mapped onto llmedge's sampling and messages.
+
+Options Ollama applies when it loads a model (`num_ctx`, `num_gpu`, …) are set when llmedge's
+server starts, so a request that sends them is refused by name rather than quietly ignored.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Any, Literal
+
+from pydantic import Field, ValidationError
+
+from llmedge import ChatMessage, InvalidRequestError, SamplingParams, ToolCall
+from llmedge.json_schema_grammar import json_object_grammar, schema_grammar
+from server.schemas import ChatTool, WireModel
+
+# Options that Ollama applies at load time, and the llmedge setting that plays their part.
+_LOAD_OPTIONS = {
+    "num_ctx": "--ctx",
+    "num_batch": "--ctx",
+    "num_gpu": "--gpu-layers",
+    "main_gpu": "--gpu-layers",
+    "low_vram": "--gpu-layers",
+    "num_thread": "--threads",
+    "f16_kv": "--ctx",
+    "use_mmap": "--ctx",
+    "use_mlock": "--ctx",
+    "numa": "--threads",
+    "vocab_only": "--ctx",
+    "logits_all": "--ctx",
+    "embedding_only": "--ctx",
+}
+_SAMPLING_OPTIONS = (
+    "temperature",
+    "top_p",
+    "top_k",
+    "min_p",
+    "repeat_penalty",
+    "presence_penalty",
+    "frequency_penalty",
+    "seed",
+)
+
+
+class Options(WireModel):
+    """The runtime options llmedge honours; any other is refused by name."""
+
+    temperature: Annotated[float, Field(ge=0, le=2)] | None = None
+    top_p: Annotated[float, Field(gt=0, le=1)] | None = None
+    top_k: Annotated[int, Field(ge=0)] | None = None
+    min_p: Annotated[float, Field(ge=0, le=1)] | None = None
+    repeat_penalty: Annotated[float, Field(gt=0, le=10)] | None = None
+    presence_penalty: Annotated[float, Field(ge=-2, le=2)] | None = None
+    frequency_penalty: Annotated[float, Field(ge=-2, le=2)] | None = None
+    seed: int | None = None
+    num_predict: Annotated[int, Field(ge=-2)] | None = None
+    stop: list[str] | None = None
+
+
+def parse_options(raw: dict[str, Any] | None) -> Options:
+    for name in raw or {}:
+        if name in _LOAD_OPTIONS:
+            raise InvalidRequestError(
+                f"options.{name} is fixed when the server starts; start it with "
+                f"`llmedge serve {_LOAD_OPTIONS[name]} …` instead",
+                param=f"options.{name}",
+            )
+    try:
+        return Options.model_validate(raw or {})
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        param = "options." + ".".join(str(part) for part in first["loc"])
+        if first["type"] == "extra_forbidden":
+            message = f"{param} is not supported by llmedge; remove it"
+        else:
+            message = f"{param}: {first['msg']}"
+        raise InvalidRequestError(message, param=param) from None
+
+
+class _Generating(WireModel):
+    model: str = Field(min_length=1)
+    stream: bool = True
+    format: Literal["", "json"] | dict[str, Any] | None = None
+    options: dict[str, Any] | None = None
+    think: Literal[False] | None = None
+    keep_alive: float | str | None = None
+
+    def params(self) -> SamplingParams:
+        options = parse_options(self.options)
+        tuning = {name: getattr(options, name) for name in _SAMPLING_OPTIONS}
+        # num_predict: -1 means no limit, -2 fill the context; both end at the context's end.
+        limit = options.num_predict if options.num_predict and options.num_predict > 0 else None
+        return SamplingParams(
+            max_tokens=limit,
+            stop=tuple(options.stop or ()),
+            grammar=self.grammar(),
+            **{name: value for name, value in tuning.items() if value is not None},
+        )
+
+    def grammar(self) -> str | None:
+        if self.format == "json":
+            return json_object_grammar()
+        if isinstance(self.format, dict):
+            return schema_grammar(self.format, param="format")
+        return None
+
+
+class OllamaFunction(WireModel):
+    name: str
+    arguments: dict[str, Any]
+
+
+class OllamaToolCall(WireModel):
+    function: OllamaFunction
+
+
+class OllamaMessage(WireModel):
+    role: Literal["system", "user", "assistant", "tool"]
+    content: str = ""
+    tool_calls: list[OllamaToolCall] | None = None
+    tool_name: str | None = None
+    thinking: None = None
+
+
+def chat_messages(messages: list[OllamaMessage]) -> list[ChatMessage]:
+    """Ollama's messages as llmedge's: calls get ids, and each tool result the id of the earliest
+    unanswered call to that tool (Ollama matches results to calls by name and order)."""
+    result: list[ChatMessage] = []
+    unanswered: list[ToolCall] = []
+    for i, message in enumerate(messages):
+        if message.role == "tool":
+            match = next((c for c in unanswered if c.name == message.tool_name), None)
+            match = match or (unanswered[0] if unanswered else None)
+            if match is not None:
+                unanswered.remove(match)
+            call_id = match.id if match else None
+            result.append(ChatMessage("tool", message.content, (), call_id, message.tool_name))
+            continue
+        calls = tuple(
+            ToolCall(f"call_{i}_{k}", c.function.name, json.dumps(c.function.arguments))
+            for k, c in enumerate(message.tool_calls or ())
+        )
+        unanswered.extend(calls)
+        result.append(ChatMessage(message.role, message.content, calls))
+    return result
+
+
+class ChatRequest(_Generating):
+    messages: list[OllamaMessage] = Field(default_factory=list)
+    tools: list[ChatTool] | None = None
+
+
+class GenerateRequest(_Generating):
+    prompt: str = ""
+    system: str | None = None
+    raw: bool = False
+    suffix: Literal[""] | None = None
+    images: Annotated[list[str], Field(max_length=0)] | None = None
+
+
+class EmbedRequest(WireModel):
+    model: str = Field(min_length=1)
+    input: str | Annotated[list[str], Field(min_length=1, max_length=2048)]
+    truncate: bool | None = None
+    dimensions: Annotated[int, Field(ge=1)] | None = None
+    options: dict[str, Any] | None = None
+    keep_alive: float | str | None = None
+
+
+class LegacyEmbeddingRequest(WireModel):
+    model: str = Field(min_length=1)
+    prompt: str
+    options: dict[str, Any] | None = None
+    keep_alive: float | str | None = None
+
+
+class ModelRequest(WireModel):
+    model: str = Field(min_length=1)
+    verbose: bool | None = None
+
+
+class PullRequest(WireModel):
+    model: str = Field(min_length=1)
+    stream: bool = True
+    insecure: bool | None = None

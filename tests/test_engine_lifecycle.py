@@ -1,0 +1,93 @@
+"""Model lifecycle: loads on first use, keep-alive, least-recently-used eviction."""
+
+from __future__ import annotations
+
+import shutil
+import time
+from pathlib import Path
+
+import pytest
+from fake_backend import ScriptedBackend, ScriptedModel
+
+from llmedge import Engine, InsufficientMemoryError, SamplingParams, Settings, Store, pull
+
+
+class ModelPerLoad(ScriptedBackend):
+    """A fresh scripted model for every load, so unloading one is visible."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.models: list[ScriptedModel] = []
+
+    def load(self, path: Path, options: object) -> ScriptedModel:  # type: ignore[override]
+        self.loads.append(path)
+        self.models.append(ScriptedModel(delay_s=0.05))
+        return self.models[-1]
+
+
+@pytest.fixture
+def two_models(store: Store, smollm2_gguf: Path, tmp_path: Path) -> tuple[str, str]:
+    other = tmp_path / "other.gguf"
+    shutil.copyfile(smollm2_gguf, other)
+    with other.open("ab") as handle:
+        handle.write(b"\0")  # same weights, another blob: a second model for the store
+    return pull(store, str(smollm2_gguf), name="first").ref, pull(
+        store, str(other), name="second"
+    ).ref
+
+
+def test_a_model_loads_on_first_use_and_stays(settings: Settings, store: Store, two_models) -> None:
+    backend = ModelPerLoad()
+    engine = Engine(settings, store, backend=backend)
+    assert engine.loaded() == []
+    first = engine.load(two_models[0])
+    assert engine.load(two_models[0]) is first and len(backend.loads) == 1
+    engine.close()
+
+
+def test_keep_alive_zero_unloads_after_the_answer(
+    settings: Settings, store: Store, two_models
+) -> None:
+    backend = ModelPerLoad()
+    engine = Engine(settings, store, backend=backend)
+    prompt = engine.prepare_text(two_models[0], "hi", SamplingParams())
+    engine.load(two_models[0], keep_alive_s=0)
+    assert "".join(c.text for c in engine.stream_sync(prompt)) == "ok"
+    deadline = time.monotonic() + 5
+    while engine.loaded() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert engine.loaded() == [] and backend.models[0].closed
+    engine.close()
+
+
+def test_the_least_recently_used_idle_model_makes_room(
+    settings: Settings, store: Store, two_models
+) -> None:
+    backend = ModelPerLoad()
+    engine = Engine(settings.with_overrides(max_loaded_models=1), store, backend=backend)
+    engine.load(two_models[0])
+    second = engine.load(two_models[1])
+    assert engine.loaded() == [second] and backend.models[0].closed
+
+
+def test_a_busy_model_is_not_evicted(settings: Settings, store: Store, two_models) -> None:
+    backend = ModelPerLoad()
+    engine = Engine(settings.with_overrides(max_loaded_models=1), store, backend=backend)
+    prompt = engine.prepare_text(two_models[0], "hi", SamplingParams())
+    backend.models[0].enqueue(*["x"] * 100)
+    stream = iter(engine.start(prompt))
+    assert next(stream).text == "x"
+    engine.load(two_models[1])
+    assert not backend.models[0].closed and len(engine.loaded()) == 2
+    engine.close()
+
+
+def test_a_model_too_big_for_the_budget_is_refused(
+    settings: Settings, store: Store, two_models
+) -> None:
+    backend = ModelPerLoad()
+    engine = Engine(settings.with_overrides(memory_budget_bytes=50 << 20), store, backend=backend)
+    with pytest.raises(InsufficientMemoryError) as caught:
+        engine.load(two_models[0])
+    assert caught.value.needed_bytes > caught.value.available_bytes == 50 << 20
+    assert backend.loads == []

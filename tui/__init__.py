@@ -1,0 +1,23 @@
+"""`llmedge chat`: the terminal chat, in-process or against an OpenAI-compatible server.
+
+Built on llmedge's public API only; `llmedge.cli` imports it lazily (the `tui` extra).
+"""
+
+from __future__ import annotations
+
+from tui.app import ChatApp
+from tui.client import ChatClient, ChatClientError, ModelInfo
+from tui.launch import build_app, run_chat
+from tui.local import LocalClient
+from tui.remote import RemoteClient
+
+__all__ = [
+    "ChatApp",
+    "ChatClient",
+    "ChatClientError",
+    "LocalClient",
+    "ModelInfo",
+    "RemoteClient",
+    "build_app",
+    "run_chat",
+]
