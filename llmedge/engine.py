@@ -16,7 +16,11 @@ from collections.abc import AsyncIterator, Iterator, Sequence
 from typing import Any
 
 from llmedge.backends import Backend, LoadOptions, get_backend
-from llmedge.errors import ContextLengthExceededError, InsufficientMemoryError
+from llmedge.errors import (
+    ContextLengthExceededError,
+    InsufficientMemoryError,
+    InvalidRequestError,
+)
 from llmedge.fit_guard import ensure_fits
 from llmedge.generation import ChatMessage, GenerationChunk, SamplingParams
 from llmedge.generation_stream import GenerationStream, PreparedPrompt
@@ -58,13 +62,13 @@ class Engine:
         `keep_alive_s` sets how long it stays loaded once idle (default: the settings').
         """
         manifest = self.resolve(name)
-        keep = self.settings.keep_alive_s if keep_alive_s is None else keep_alive_s
         with self._load_lock:
             entry = self._loaded.get(manifest.digest)
             if entry is None:
-                entry = self._load(manifest, keep)
+                entry = self._load(manifest, self.settings.keep_alive_s)
                 self._loaded[manifest.digest] = entry
-            entry.keep_alive_s = keep
+            if keep_alive_s is not None:  # the last request to say so sets the model's timer
+                entry.keep_alive_s = keep_alive_s
             entry.last_used = time.monotonic()
             return entry
 
@@ -140,6 +144,8 @@ class Engine:
 
     def _prepare(self, entry: LoadedEntry, text: str, params: SamplingParams) -> PreparedPrompt:
         tokens = tuple(entry.model.tokenize(text))
+        if not tokens:
+            raise InvalidRequestError("the prompt is empty", param="prompt")
         ctx = entry.model.ctx_tokens
         if len(tokens) >= ctx:
             raise ContextLengthExceededError(len(tokens), ctx)
@@ -151,6 +157,8 @@ class Engine:
 
     def embed(self, name: str | None, texts: Sequence[str]) -> tuple[list[list[float]], int]:
         """Embedding vectors for `texts` from the model `name` names, and the tokens used."""
+        if not texts or any(not text for text in texts):
+            raise InvalidRequestError("there is an empty input to embed", param="input")
         return self.load(name).model.embed(texts)
 
     # --- generation ----------------------------------------------------------------------

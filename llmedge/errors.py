@@ -75,13 +75,13 @@ class InvalidModelFileError(LlmedgeError, ValueError):
 class ContextLengthExceededError(InvalidRequestError):
     """A prompt that leaves no room in the model's context window."""
 
-    def __init__(self, prompt_tokens: int, ctx_tokens: int) -> None:
+    def __init__(self, prompt_tokens: int, ctx_tokens: int, param: str = "messages") -> None:
         self.prompt_tokens = prompt_tokens
         self.ctx_tokens = ctx_tokens
         super().__init__(
             f"the prompt is {prompt_tokens} tokens but the context holds {ctx_tokens}; "
             "shorten the conversation or load the model with a larger --ctx",
-            param="messages",
+            param=param,
             code="context_length_exceeded",
         )
 

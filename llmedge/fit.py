@@ -35,20 +35,20 @@ KV_PAD_CELLS = 256  # llama.cpp pads the context (and each window) to this many 
 # V product), per mask cell (f32, plus an f16 copy with flash attention), and activations.
 SCORE_BYTES = 6
 MASK_BYTES = 4
-MASK_BYTES_FLASH = 6
+MASK_BYTES_FLASH = 4
 FLASH_OUTPUT_COPIES = 3  # f32 Q/output rows per head dimension with flash attention
-ACTIVATION_FF_BYTES = 8  # gate and up projections, f32
-ACTIVATION_EMBD_BYTES = 8  # residual stream and its normalized copy, f32
+ACTIVATION_FF_BYTES = 3  # feed-forward rows live while attention's buffers are freed
+ACTIVATION_EMBD_BYTES = 3  # the residual stream and its normalized copy
 # The runtime's own memory: a fixed part, and the tokenizer's tables per vocabulary entry.
-OVERHEAD_BYTES = 16 * MIB
-OVERHEAD_PER_VOCAB_BYTES = 140
+OVERHEAD_BYTES = 18 * MIB
+OVERHEAD_PER_VOCAB_BYTES = 148
 # GPU offload is estimated, not measured here: the CUDA/Metal context and its host libraries.
 GPU_CONTEXT_BYTES = 400 * MIB
 GPU_HOST_LIBRARY_BYTES = 300 * MIB
 VRAM_RESERVE_FRACTION = 0.05
 # A context is "useful" from this many tokens (or the model's trained context, if shorter).
 USEFUL_CTX_TOKENS = 4096
-DEFAULT_CTX_LADDER = (2048, 4096, 8192, 16384, 32768, 65536, 131072)
+DEFAULT_CTX_LADDER = (1024, 2048, 4096, 8192, 16384, 32768, 65536, 131072)
 
 
 @dataclass(frozen=True)
@@ -287,12 +287,16 @@ def advise(
         for shape in ordered
         for ctx in context_ladder(shape, contexts)
     )
-    recommendation, reasons = _recommend(ordered, rows, budget, source)
+    recommendation, reasons = _recommend(ordered, rows, budget, source, options)
     return FitReport(ordered[0].name, budget, source, options, rows, recommendation, reasons)
 
 
 def _recommend(
-    shapes: Sequence[ModelShape], rows: Sequence[FitRow], budget: int, source: str
+    shapes: Sequence[ModelShape],
+    rows: Sequence[FitRow],
+    budget: int,
+    source: str,
+    options: FitOptions,
 ) -> tuple[FitRow | None, tuple[str, ...]]:
     """The best-quality quantization that fits with a useful context, at its longest context."""
     reasons = [f"budget {budget / MIB:,.0f} MiB ({source})"]
@@ -301,9 +305,12 @@ def _recommend(
         smallest = min(rows, key=lambda r: r.estimate.ram_bytes)
         reasons.append(
             f"nothing fits: the smallest, {smallest.quantization} at {smallest.ctx_tokens} "
-            f"tokens, needs {smallest.estimate.ram_bytes / MIB:,.0f} MiB; free memory, pass a "
-            "larger --budget, or pick a smaller model"
+            f"tokens, needs {smallest.estimate.ram_bytes / MIB:,.0f} MiB"
         )
+        hints = ["--parallel 1 (one KV cache, not several)"] if options.parallel > 1 else []
+        hints += ["--kv-type q8_0 (half the KV cache)"] if options.kv_type == "f16" else []
+        hints += ["a smaller model, free memory, or a larger --budget"]
+        reasons.append("try " + "; ".join(hints))
         return None, tuple(reasons)
     for shape in shapes:
         useful = min(USEFUL_CTX_TOKENS, shape.ctx_train_tokens or USEFUL_CTX_TOKENS)

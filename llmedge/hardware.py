@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import psutil
+import psutil  # type: ignore[import-untyped,unused-ignore]
 
 # SIMD features worth naming, as /proc/cpuinfo spells them -> as llama.cpp names them.
 X86_FEATURES = {
@@ -173,7 +173,7 @@ def parse_nvidia_smi(text: str) -> tuple[GpuFacts, ...]:
 
 def _nvml_gpus() -> tuple[tuple[GpuFacts, ...], str]:
     try:
-        import pynvml
+        import pynvml  # type: ignore[import-not-found,unused-ignore]
     except ImportError:
         return (), "nvidia-ml-py is not installed"
     try:

@@ -132,7 +132,10 @@ def pull(
     reporter: Reporter | None = None,
     revision: str | None = None,
 ) -> Manifest:
-    """Store the model `target` names: a card name, `name:quant`, `hf.co/OWNER/REPO`, or a .gguf."""
+    """Store the model `target` names: a card name, `name:quant`, `hf.co/OWNER/REPO`, or a .gguf.
+
+    A hub pull checks `revision` (default: main) and stores a new version only when it differs.
+    """
     report = reporter or CallbackReporter(on_progress)
     parsed = parse_target(target, quant, name)
     if parsed.kind == "file":
@@ -140,24 +143,21 @@ def pull(
         origin = {"kind": "file", "path": str(parsed.path.resolve())}
         ref = ModelRef(parsed.name, parsed.quant)
         return import_gguf(store, parsed.path, ref, origin, on_progress)
+    choice: Choice | None = None
     if parsed.card is not None:
         available = card_choices(parsed.card, embedded_file(parsed.card) is not None)
         choice = choose(available, parsed.quant, card_default(parsed.card), parsed.card.name)
         if choice.how == "embedded":
             return _pull_embedded(store, parsed.card, on_progress)
-        assert choice.repo is not None
-        stored = store.find(ModelRef(parsed.name, choice.quant))
-        snapshot = _snapshot_or_stored(choice.repo, revision, stored, report)
-        if isinstance(snapshot, Manifest):
-            return snapshot
-    else:
-        assert parsed.repo is not None
-        stored = store.find(ModelRef(parsed.name, parsed.quant))
-        snapshot = _snapshot_or_stored(parsed.repo, revision, stored, report)
-        if isinstance(snapshot, Manifest):
-            return snapshot
-        available = repo_choices(parsed.repo, [f.path for f in snapshot.files])
-        choice = choose(available, parsed.quant, DEFAULT_QUANT, f"hf.co/{parsed.repo}")
+    repo = choice.repo if choice else parsed.repo
+    assert repo is not None
+    stored = store.find(ModelRef(parsed.name, choice.quant if choice else parsed.quant))
+    snapshot = _snapshot_or_stored(repo, revision, stored, report)
+    if isinstance(snapshot, Manifest):
+        return snapshot
+    if choice is None:
+        available = repo_choices(repo, [f.path for f in snapshot.files])
+        choice = choose(available, parsed.quant, DEFAULT_QUANT, f"hf.co/{repo}")
     if choice.how == "gguf":
         return _pull_gguf(store, snapshot, choice, parsed.name, report)
     return _pull_converted(store, snapshot, choice.quant, parsed.name, report)

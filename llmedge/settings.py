@@ -114,6 +114,7 @@ CLI_FIELDS = (
     "max_queue",
     "keep_alive_s",
     "max_loaded_models",
+    "memory_budget_bytes",
     "threads",
     "gpu_layers",
     "api_key",

@@ -4,9 +4,9 @@
     python scripts/bench_quantize.py --source model-f16.gguf --types q4_k_m,q8_0
     python scripts/bench_quantize.py --llama-quantize ~/llama.cpp/build/bin/llama-quantize
 
-Ours is what the command does per type: llama_model_quantize through llama-cpp-python, then the
-header check, the sha256 and the move into the store. The binary gets the same source, type and
-thread count; RATIO is ours / theirs (1.00 = as fast).
+OURS is what the command does per type: llama_model_quantize through llama-cpp-python, then the
+header check, the sha256 and the move into the store; CALL is the llama_model_quantize call
+alone. The binary gets the same source, type and thread count; RATIO is OURS / BINARY.
 """
 
 from __future__ import annotations
@@ -42,7 +42,10 @@ def main() -> int:
         store = Store(work / "store")
         base = import_gguf(store, source, ModelRef("bench", "f16"), {"kind": "bench"})
         print(f"source: {source.name}, {base.size_bytes / 2**20:.1f} MiB, {args.threads} threads")
-        print(f"{'TYPE':8} {'OURS s':>8} {'BINARY s':>9} {'RATIO':>6} {'MiB':>8} {'BPW':>6}")
+        print(
+            f"{'TYPE':8} {'OURS s':>8} {'CALL s':>8} {'BINARY s':>9} {'RATIO':>6} "
+            f"{'MiB':>8} {'BPW':>6}"
+        )
         for quant in types:
             started = time.perf_counter()
             made = quantize_stored(store, base, quant, CallbackReporter(), threads=args.threads)
@@ -50,9 +53,11 @@ def main() -> int:
             theirs = binary_seconds(args.llama_quantize, source, work, quant, args.threads)
             ratio = f"{ours / theirs:6.2f}" if theirs else f"{'-':>6}"
             binary = f"{theirs:9.2f}" if theirs else f"{'-':>9}"
-            bpw = made.quant_report.bits_per_weight if made.quant_report else 0.0
+            report = made.quant_report
+            assert report is not None
             print(
-                f"{quant:8} {ours:8.2f} {binary} {ratio} {made.size_bytes / 2**20:8.1f} {bpw:6.2f}"
+                f"{quant:8} {ours:8.2f} {report.seconds:8.2f} {binary} {ratio} "
+                f"{made.size_bytes / 2**20:8.1f} {report.bits_per_weight:6.2f}"
             )
     return 0
 

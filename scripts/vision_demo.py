@@ -2,7 +2,7 @@
 
     python scripts/vision_demo.py [--out DIR] [--litert-python PATH] [--to TARGETS]
 
-Runs on the CPU in under a minute. Core ML converts here but predicts only on macOS, and
+About a minute on two CPU cores. Core ML converts here but predicts only on macOS, and
 TensorRT needs an NVIDIA GPU: their rows say so instead of showing numbers. TFLite conversion
 needs litert-torch, here or in its own venv (`--litert-python`, see llmedge/vision/litert.py).
 """

@@ -36,6 +36,11 @@ def create_app(engine: Engine) -> FastAPI:
     app.include_router(responses_router)
     app.include_router(ollama_router)
 
+    @app.get("/", tags=["server"], response_class=PlainTextResponse)
+    async def root() -> str:
+        """What Ollama clients probe to see that a server is up."""
+        return "llmedge is running"
+
     @app.get("/health", tags=["server"])
     async def health(request: Request) -> Any:
         """200 when the server can answer; 503 while a model is loading."""

@@ -7,6 +7,7 @@ import json
 import threading
 import time
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -65,15 +66,22 @@ async def tags(request: Request) -> dict[str, Any]:
     return {"models": [model_entry(m) for m in manifests]}
 
 
+FOREVER = datetime(2318, 1, 1, tzinfo=UTC)
+
+
 @router.get("/ps")
 async def running(request: Request) -> dict[str, Any]:
     models = []
     for entry in server_state(request).engine.loaded():
+        left_s = entry.expires_in_s()
+        # Ollama's far-future date for a model kept until evicted.
+        expires = datetime.now(UTC) + timedelta(seconds=left_s) if left_s is not None else FOREVER
         models.append(
             {
                 **model_entry(entry.manifest),
                 "size_vram": 0,
                 "context_length": entry.model.ctx_tokens,
+                "expires_at": expires.isoformat().replace("+00:00", "Z"),
             }
         )
     return {"models": models}

@@ -6,6 +6,7 @@ Model management (/api/tags, /api/ps, /api/show, /api/pull, /api/version) is in 
 from __future__ import annotations
 
 import json
+import re
 import time
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
@@ -15,7 +16,13 @@ from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, StreamingResponse
 
-from llmedge import ChatMessage, GenerationChunk, InvalidRequestError, LlmedgeError
+from llmedge import (
+    ChatMessage,
+    GenerationChunk,
+    InvalidRequestError,
+    LlmedgeError,
+    SamplingParams,
+)
 from server.chat_runner import ChatSpec, ChoiceEvent, ChoiceRun, Prepared, prepare_chat
 from server.ollama_models import router as models_router
 from server.ollama_schemas import (
@@ -38,12 +45,25 @@ def now_rfc3339() -> str:
     return datetime.now(UTC).isoformat().replace("+00:00", "Z")
 
 
-def refuse_keep_alive(value: float | str | None) -> None:
-    if value is not None:
-        raise InvalidRequestError(
-            "keep_alive: llmedge keeps a model loaded until another one is needed; omit it",
-            param="keep_alive",
-        )
+_DURATION = re.compile(r"(-?\d+(?:\.\d+)?)(ms|s|m|h)")
+_UNIT_S = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def keep_alive_seconds(value: float | str | None) -> float | None:
+    """Ollama's keep_alive (seconds, or a duration such as "5m", "1h30m"; negative: forever)."""
+    if value is None:
+        return None
+    if isinstance(value, str) and not re.fullmatch(r"-?\d+(\.\d+)?", value.strip()):
+        parts = _DURATION.findall(value.strip())
+        if not parts or "".join(n + u for n, u in parts) != value.strip():
+            raise InvalidRequestError(
+                f'keep_alive {value!r} is not a duration such as 300, "5m" or "1h"',
+                param="keep_alive",
+            )
+        seconds = sum(float(n) * _UNIT_S[u] for n, u in parts)
+    else:
+        seconds = float(value)
+    return -1.0 if seconds < 0 else seconds
 
 
 def _stats(last: GenerationChunk | None, started: float, load_s: float) -> dict[str, Any]:
@@ -139,42 +159,62 @@ async def _answer(
 
 
 async def _prepare(
-    state: ServerState, model: str, work: Callable[[], Prepared]
+    state: ServerState, model: str, work: Callable[[], Prepared], keep_alive_s: float | None
 ) -> tuple[Prepared, float]:
     started = time.perf_counter()
     loaded = {e.manifest.ref for e in state.engine.loaded()}
-    prepared = await state.run(model, work)
+
+    def load_then_work() -> Prepared:
+        state.engine.load(model, keep_alive_s)
+        return work()
+
+    prepared = await state.run(model, load_then_work)
     load_s = 0.0 if prepared.prompt.model.manifest.ref in loaded else time.perf_counter() - started
     return prepared, load_s
 
 
-def _loaded_only(model: str, reason: str, key: str) -> dict[str, Any]:
-    body: dict[str, Any] = {"model": model, "created_at": now_rfc3339(), "done": True}
-    body["done_reason"] = reason
-    if key == "message":
-        body["message"] = {"role": "assistant", "content": ""}
+def _checked(
+    body: ChatRequest | GenerateRequest, request: Request
+) -> tuple[ServerState, SamplingParams, float | None]:
+    state = server_state(request)
+    keep = keep_alive_seconds(body.keep_alive)
+    params = body.params()
+    check_max_tokens(state, params.max_tokens, "options.num_predict")
+    return state, params, keep
+
+
+async def _load_only(
+    state: ServerState, model: str, key: str, keep_alive_s: float | None
+) -> JSONResponse:
+    """Ollama's way to load a model, or with keep_alive 0 to unload it: nothing to answer."""
+    if keep_alive_s == 0:
+        manifest = await run_in_threadpool(state.engine.resolve, model)
+        await run_in_threadpool(state.engine.unload, model)
+        reason = "unload"
     else:
-        body["response"] = ""
-    return body
+        manifest = await state.run(model, lambda: state.engine.load(model, keep_alive_s).manifest)
+        reason = "load"
+    body: dict[str, Any] = {"model": manifest.ref, "created_at": now_rfc3339(), "done": True}
+    body["done_reason"] = reason
+    body[key] = {"role": "assistant", "content": ""} if key == "message" else ""
+    return JSONResponse(body)
 
 
 @router.post("/chat")
 async def chat(body: ChatRequest, request: Request) -> Any:
     started = time.perf_counter()
-    state = server_state(request)
-    refuse_keep_alive(body.keep_alive)
-    params = body.params()
-    check_max_tokens(state, params.max_tokens, "options.num_predict")
-    if not body.messages:  # Ollama's way to load a model
-        manifest = await state.run(body.model, lambda: state.engine.load(body.model).manifest)
-        return JSONResponse(_loaded_only(manifest.ref, "load", "message"))
+    state, params, keep = _checked(body, request)
+    if not body.messages:
+        return await _load_only(state, body.model, "message", keep)
     spec = ChatSpec(
         model=body.model,
         messages=chat_messages(body.messages),
         params=params,
         tools=[t.as_dict() for t in body.tools or ()],
     )
-    prepared, load_s = await _prepare(state, body.model, lambda: prepare_chat(state.engine, spec))
+    prepared, load_s = await _prepare(
+        state, body.model, lambda: prepare_chat(state.engine, spec), keep
+    )
 
     def shape(text: str, calls: list[dict[str, Any]], done: bool) -> dict[str, Any]:
         message: dict[str, Any] = {"role": "assistant", "content": text}
@@ -188,13 +228,9 @@ async def chat(body: ChatRequest, request: Request) -> Any:
 @router.post("/generate")
 async def generate(body: GenerateRequest, request: Request) -> Any:
     started = time.perf_counter()
-    state = server_state(request)
-    refuse_keep_alive(body.keep_alive)
-    params = body.params()
-    check_max_tokens(state, params.max_tokens, "options.num_predict")
+    state, params, keep = _checked(body, request)
     if not body.prompt and not body.system:
-        manifest = await state.run(body.model, lambda: state.engine.load(body.model).manifest)
-        return JSONResponse(_loaded_only(manifest.ref, "load", "response"))
+        return await _load_only(state, body.model, "response", keep)
 
     def work() -> Prepared:
         if body.raw:
@@ -203,7 +239,7 @@ async def generate(body: GenerateRequest, request: Request) -> Any:
         messages = [*system, ChatMessage("user", body.prompt)]
         return prepare_chat(state.engine, ChatSpec(body.model, messages, params))
 
-    prepared, load_s = await _prepare(state, body.model, work)
+    prepared, load_s = await _prepare(state, body.model, work, keep)
 
     def shape(text: str, calls: list[dict[str, Any]], done: bool) -> dict[str, Any]:
         return {"response": text}
@@ -212,10 +248,16 @@ async def generate(body: GenerateRequest, request: Request) -> Any:
 
 
 async def _embed(
-    state: ServerState, model: str, texts: list[str]
+    state: ServerState, model: str, texts: list[str], keep: float | str | None
 ) -> tuple[str, list[list[float]], int]:
+    keep_alive_s = keep_alive_seconds(keep)
     manifest = await run_in_threadpool(state.engine.resolve, model)
-    vectors, tokens = await state.run(model, lambda: state.engine.embed(manifest.ref, texts))
+
+    def work() -> tuple[list[list[float]], int]:
+        state.engine.load(manifest.ref, keep_alive_s)
+        return state.engine.embed(manifest.ref, texts)
+
+    vectors, tokens = await state.run(model, work)
     return manifest.ref, vectors, tokens
 
 
@@ -223,7 +265,6 @@ async def _embed(
 async def embed(body: EmbedRequest, request: Request) -> dict[str, Any]:
     started = time.perf_counter()
     state = server_state(request)
-    refuse_keep_alive(body.keep_alive)
     parse_options(body.options)
     if body.truncate:
         raise InvalidRequestError(
@@ -232,7 +273,7 @@ async def embed(body: EmbedRequest, request: Request) -> dict[str, Any]:
             param="truncate",
         )
     texts = [body.input] if isinstance(body.input, str) else body.input
-    ref, vectors, tokens = await _embed(state, body.model, texts)
+    ref, vectors, tokens = await _embed(state, body.model, texts, body.keep_alive)
     return {
         "model": ref,
         "embeddings": [shorten(v, body.dimensions) for v in vectors],
@@ -246,7 +287,6 @@ async def embed(body: EmbedRequest, request: Request) -> dict[str, Any]:
 async def embeddings(body: LegacyEmbeddingRequest, request: Request) -> dict[str, Any]:
     """The older single-text form of /api/embed."""
     state = server_state(request)
-    refuse_keep_alive(body.keep_alive)
     parse_options(body.options)
-    _, vectors, _ = await _embed(state, body.model, [body.prompt])
+    _, vectors, _ = await _embed(state, body.model, [body.prompt], body.keep_alive)
     return {"embedding": vectors[0]}

@@ -13,7 +13,7 @@ from pydantic import Field, ValidationError
 
 from llmedge import ChatMessage, InvalidRequestError, SamplingParams, ToolCall
 from llmedge.json_schema_grammar import json_object_grammar, schema_grammar
-from server.schemas import ChatTool, WireModel
+from server.schemas import SAMPLING_FIELDS, ChatTool, WireModel
 
 # Options that Ollama applies at load time, and the llmedge setting that plays their part.
 _LOAD_OPTIONS = {
@@ -31,16 +31,7 @@ _LOAD_OPTIONS = {
     "logits_all": "--ctx",
     "embedding_only": "--ctx",
 }
-_SAMPLING_OPTIONS = (
-    "temperature",
-    "top_p",
-    "top_k",
-    "min_p",
-    "repeat_penalty",
-    "presence_penalty",
-    "frequency_penalty",
-    "seed",
-)
+_SAMPLING_OPTIONS = (*SAMPLING_FIELDS, "seed")
 
 
 class Options(WireModel):
@@ -85,6 +76,8 @@ class _Generating(WireModel):
     options: dict[str, Any] | None = None
     think: Literal[False] | None = None
     keep_alive: float | str | None = None
+    logprobs: bool | None = None
+    top_logprobs: Annotated[int, Field(ge=0, le=20)] | None = None
 
     def params(self) -> SamplingParams:
         options = parse_options(self.options)
@@ -95,6 +88,8 @@ class _Generating(WireModel):
             max_tokens=limit,
             stop=tuple(options.stop or ()),
             grammar=self.grammar(),
+            logprobs=bool(self.logprobs),
+            top_logprobs=self.top_logprobs or 0,
             **{name: value for name, value in tuning.items() if value is not None},
         )
 
@@ -159,9 +154,12 @@ class GenerateRequest(_Generating):
     images: Annotated[list[str], Field(max_length=0)] | None = None
 
 
+NonEmpty = Annotated[str, Field(min_length=1)]
+
+
 class EmbedRequest(WireModel):
     model: str = Field(min_length=1)
-    input: str | Annotated[list[str], Field(min_length=1, max_length=2048)]
+    input: NonEmpty | Annotated[list[NonEmpty], Field(min_length=1, max_length=2048)]
     truncate: bool | None = None
     dimensions: Annotated[int, Field(ge=1)] | None = None
     options: dict[str, Any] | None = None
@@ -170,7 +168,7 @@ class EmbedRequest(WireModel):
 
 class LegacyEmbeddingRequest(WireModel):
     model: str = Field(min_length=1)
-    prompt: str
+    prompt: NonEmpty
     options: dict[str, Any] | None = None
     keep_alive: float | str | None = None
 

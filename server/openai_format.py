@@ -81,15 +81,16 @@ def timings_json(last: GenerationChunk) -> dict[str, Any]:
     }
 
 
-class ChatShape:
-    """chat.completion and chat.completion.chunk objects of one request."""
+class _Shape:
+    """What every object of one request shares: its id, creation time and model."""
+
+    id_prefix = ""
 
     def __init__(self, model: str, logprobs: bool) -> None:
         self.model = model
         self.logprobs = logprobs
-        self.id = "chatcmpl-" + uuid.uuid4().hex[:24]
+        self.id = self.id_prefix + uuid.uuid4().hex[:24]
         self.created = int(time.time())
-        self._calls_sent: dict[int, int] = {}
 
     def _envelope(self, object_: str, choices: list[dict[str, Any]]) -> dict[str, Any]:
         return {
@@ -100,6 +101,22 @@ class ChatShape:
             "system_fingerprint": "llmedge",
             "choices": choices,
         }
+
+    def _with_usage(self, body: dict[str, Any], results: Sequence[ChoiceResult]) -> dict[str, Any]:
+        body["usage"] = usage_json(*total_usage(results))
+        if results and results[0].last is not None:
+            body["timings"] = timings_json(results[0].last)
+        return body
+
+
+class ChatShape(_Shape):
+    """chat.completion and chat.completion.chunk objects of one request."""
+
+    id_prefix = "chatcmpl-"
+
+    def __init__(self, model: str, logprobs: bool) -> None:
+        super().__init__(model, logprobs)
+        self._calls_sent: dict[int, int] = {}
 
     def completion(self, results: Sequence[ChoiceResult]) -> dict[str, Any]:
         choices = []
@@ -119,11 +136,7 @@ class ChatShape:
                     "logprobs": chat_logprobs(result.logprobs) if self.logprobs else None,
                 }
             )
-        body = self._envelope("chat.completion", choices)
-        body["usage"] = usage_json(*total_usage(results))
-        if results and results[0].last is not None:
-            body["timings"] = timings_json(results[0].last)
-        return body
+        return self._with_usage(self._envelope("chat.completion", choices), results)
 
     def first_chunk(self, index: int) -> dict[str, Any]:
         delta = {"role": "assistant", "content": ""}
@@ -158,25 +171,14 @@ class ChatShape:
         }
 
 
-class TextShape:
+class TextShape(_Shape):
     """text_completion objects of one request (also its stream chunks)."""
 
-    def __init__(self, model: str, logprobs: bool) -> None:
-        self.model = model
-        self.logprobs = logprobs
-        self.id = "cmpl-" + uuid.uuid4().hex[:24]
-        self.created = int(time.time())
-        self._offsets: dict[int, int] = {}
+    id_prefix = "cmpl-"
 
-    def _envelope(self, choices: list[dict[str, Any]]) -> dict[str, Any]:
-        return {
-            "id": self.id,
-            "object": "text_completion",
-            "created": self.created,
-            "model": self.model,
-            "system_fingerprint": "llmedge",
-            "choices": choices,
-        }
+    def __init__(self, model: str, logprobs: bool) -> None:
+        super().__init__(model, logprobs)
+        self._offsets: dict[int, int] = {}
 
     def completion(self, results: Sequence[ChoiceResult]) -> dict[str, Any]:
         choices = [
@@ -188,11 +190,7 @@ class TextShape:
             }
             for r in results
         ]
-        body = self._envelope(choices)
-        body["usage"] = usage_json(*total_usage(results))
-        if results and results[0].last is not None:
-            body["timings"] = timings_json(results[0].last)
-        return body
+        return self._with_usage(self._envelope("text_completion", choices), results)
 
     def chunk(self, event: ChoiceEvent) -> dict[str, Any]:
         offset = self._offsets.get(event.index, 0)
@@ -206,7 +204,8 @@ class TextShape:
             "finish_reason": event.finish,
             "logprobs": logprobs,
         }
-        return self._envelope([choice])
+        return self._envelope("text_completion", [choice])
 
     def usage_chunk(self, prompt: int, completion: int, cached: int) -> dict[str, Any]:
-        return {**self._envelope([]), "usage": usage_json(prompt, completion, cached)}
+        usage = usage_json(prompt, completion, cached)
+        return {**self._envelope("text_completion", []), "usage": usage}

@@ -16,7 +16,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 from sse_starlette import EventSourceResponse
 
-from llmedge import InvalidRequestError, LlmedgeError, Manifest
+from llmedge import ContextLengthExceededError, InvalidRequestError, LlmedgeError, Manifest
 from llmedge.json_schema_grammar import json_object_grammar, schema_grammar
 from server.chat_runner import ChatSpec, ChoiceEvent, ChoiceRun, Prepared, prepare_chat
 from server.openai_format import ChatShape, TextShape
@@ -182,7 +182,12 @@ async def embeddings(body: EmbeddingRequest, request: Request) -> dict[str, Any]
     state = server_state(request)
     texts = [body.input] if isinstance(body.input, str) else body.input
     manifest = await run_in_threadpool(state.engine.resolve, body.model)
-    vectors, tokens = await state.run(body.model, lambda: state.engine.embed(manifest.ref, texts))
+    try:
+        vectors, tokens = await state.run(
+            body.model, lambda: state.engine.embed(manifest.ref, texts)
+        )
+    except ContextLengthExceededError as exc:
+        raise InvalidRequestError(str(exc), param="input", code=exc.code) from exc
     data = []
     for index, vector in enumerate(vectors):
         values = shorten(vector, body.dimensions)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from llmedge import ChatMessage, InvalidRequestError, SamplingParams, ToolCall
 
@@ -28,6 +28,7 @@ class TextPart(WireModel):
 
 
 Content = str | list[TextPart]
+NonEmpty = Annotated[str, Field(min_length=1)]
 
 
 def content_text(content: Content | None) -> str:
@@ -120,7 +121,7 @@ class ResponseFormat(WireModel):
         return self
 
 
-_SAMPLING_FIELDS = (
+SAMPLING_FIELDS = (
     "temperature",
     "top_p",
     "top_k",
@@ -151,7 +152,7 @@ class SamplingFields(WireModel):
 
     def sampling(self, max_tokens: int | None = None) -> SamplingParams:
         stop = [self.stop] if isinstance(self.stop, str) else (self.stop or [])
-        tuning = {name: getattr(self, name) for name in _SAMPLING_FIELDS}
+        tuning = {name: getattr(self, name) for name in SAMPLING_FIELDS}
         return SamplingParams(
             max_tokens=max_tokens or self.max_tokens,
             stop=tuple(stop),
@@ -201,7 +202,7 @@ class ChatCompletionRequest(SamplingFields):
 
 
 class CompletionRequest(SamplingFields):
-    prompt: str
+    prompt: str = Field(min_length=1)
     echo: Literal[False] = False
     logprobs: Annotated[int, Field(ge=0, le=5)] | None = None
     suffix: None = None
@@ -217,19 +218,11 @@ class CompletionRequest(SamplingFields):
 
 
 class EmbeddingRequest(WireModel):
-    input: str | Annotated[list[str], Field(min_length=1, max_length=2048)]
+    input: NonEmpty | Annotated[list[NonEmpty], Field(min_length=1, max_length=2048)]
     model: str | None = None
     encoding_format: Literal["float", "base64"] = "float"
     dimensions: Annotated[int, Field(ge=1)] | None = None
     user: str | None = None
-
-    @field_validator("input")
-    @classmethod
-    def _no_empty_text(cls, value: str | list[str]) -> str | list[str]:
-        texts = [value] if isinstance(value, str) else value
-        if any(not text for text in texts):
-            raise ValueError("every input must be a non-empty string")
-        return value
 
 
 def error_body(message: str, type_: str, param: str | None, code: str | None) -> dict[str, Any]:

@@ -31,41 +31,88 @@ CPU_ONLY = (BackendFacts("llama.cpp", True, "llama-cpp-python 0.3.36 (CPU only)"
 
 def host(total: float, available: float, **overrides: object) -> HostFacts:
     facts: dict[str, object] = dict(
-        os_name="Linux", os_version="6.8", machine="x86_64", cpu_model="test CPU",
-        physical_cores=8, logical_cores=8, usable_cores=8, simd=("AVX2",),
-        total_ram_bytes=int(total * GIB), available_ram_bytes=int(available * GIB),
+        os_name="Linux",
+        os_version="6.8",
+        machine="x86_64",
+        cpu_model="test CPU",
+        physical_cores=8,
+        logical_cores=8,
+        usable_cores=8,
+        simd=("AVX2",),
+        total_ram_bytes=int(total * GIB),
+        available_ram_bytes=int(available * GIB),
         backends=CPU_ONLY,
-    )  # fmt: skip
+    )
     facts.update(overrides)
     return HostFacts(**facts)  # type: ignore[arg-type]
 
 
-PHONE_8GB = host(8, 3.5, machine="aarch64", simd=("NEON", "DOTPROD"))
+PHONE_8GB = host(8, 3.25, machine="aarch64", simd=("NEON", "DOTPROD"))
 M2_16GB = host(
-    16, 11, os_name="Darwin", machine="arm64", backends=OFFLOAD,
+    16,
+    11,
+    os_name="Darwin",
+    machine="arm64",
+    backends=OFFLOAD,
     apple=AppleSiliconFacts("Apple M2", 16 * GIB, int(16 * GIB * 2 / 3)),
-)  # fmt: skip
+)
 RTX_4090 = host(
-    64, 50, backends=OFFLOAD, gpus=(GpuFacts("nvidia", "NVIDIA GeForce RTX 4090", 24 * GIB, 23 * GIB),)
-)  # fmt: skip
+    64,
+    50,
+    backends=OFFLOAD,
+    gpus=(GpuFacts("nvidia", "NVIDIA GeForce RTX 4090", 24 * GIB, 23 * GIB),),
+)
 CI_2_CORE = host(7, 5.5, physical_cores=2, logical_cores=2, usable_cores=2)
 
 
 def card(name: str, params: int, arch: dict[str, object], quants: list[str]) -> ModelCard:
-    return ModelCard.model_validate({
-        "name": name, "summary": "test card", "license": "mit", "parameters": params,
-        "chat": True, "default_quant": quants[0], "architecture": arch,
-        "gguf": [{"repo": "test/repo", "files": {q: f"{q}.gguf" for q in quants}}],
-    })  # fmt: skip
+    return ModelCard.model_validate(
+        {
+            "name": name,
+            "summary": "test card",
+            "license": "mit",
+            "parameters": params,
+            "chat": True,
+            "default_quant": quants[0],
+            "architecture": arch,
+            "gguf": [{"repo": "test/repo", "files": {q: f"{q}.gguf" for q in quants}}],
+        }
+    )
 
 
 LADDER = ["q2_k", "q3_k_m", "q4_k_m", "q5_k_m", "q6_k", "q8_0", "f16"]
-LLAMA_8B = card("llama-3-8b", 8_030_261_248, dict(
-    family="llama", layers=32, hidden_size=4096, attention_heads=32, kv_heads=8, head_dim=128,
-    vocab_size=128256, context_length=8192, tied_embeddings=False), LADDER)  # fmt: skip
-PHI_3_MINI = card("phi-3-mini", 3_821_079_552, dict(
-    family="phi3", layers=32, hidden_size=3072, attention_heads=32, kv_heads=32, head_dim=96,
-    vocab_size=32064, context_length=4096, tied_embeddings=False), ["q4_k_m", "q8_0", "f16"])  # fmt: skip
+LLAMA_8B = card(
+    "llama-3-8b",
+    8_030_261_248,
+    dict(
+        family="llama",
+        layers=32,
+        hidden_size=4096,
+        attention_heads=32,
+        kv_heads=8,
+        head_dim=128,
+        vocab_size=128256,
+        context_length=8192,
+        tied_embeddings=False,
+    ),
+    LADDER,
+)
+PHI_3_MINI = card(
+    "phi-3-mini",
+    3_821_079_552,
+    dict(
+        family="phi3",
+        layers=32,
+        hidden_size=3072,
+        attention_heads=32,
+        kv_heads=32,
+        head_dim=96,
+        vocab_size=32064,
+        context_length=4096,
+        tied_embeddings=False,
+    ),
+    ["q4_k_m", "q8_0", "f16"],
+)
 
 
 def shapes(model: ModelCard) -> list[ModelShape]:
@@ -79,7 +126,9 @@ def smollm2(smollm2_gguf: Path) -> ModelShape:
 
 @pytest.fixture(scope="module")
 def gemma3() -> ModelShape:
-    return ModelShape.from_dict(json.loads((DATA / "fit_models.json").read_text())["gemma3-270m-q4_k_m"])
+    return ModelShape.from_dict(
+        json.loads((DATA / "fit_models.json").read_text())["gemma3-270m-q4_k_m"]
+    )
 
 
 # --- imagined hosts -------------------------------------------------------------------------
@@ -88,7 +137,7 @@ def gemma3() -> ModelShape:
 def test_a_phone_cannot_hold_an_8b_model_but_holds_phi3_at_a_short_context() -> None:
     llama = advise(shapes(LLAMA_8B), PHONE_8GB, FitOptions())
     assert llama.recommendation is None
-    assert "nothing fits" in llama.reasons[-1] and "--budget" in llama.reasons[-1]
+    assert "nothing fits" in llama.reasons[-2] and "--budget" in llama.reasons[-1]
     phi = advise(shapes(PHI_3_MINI), PHONE_8GB, FitOptions())
     assert phi.recommendation is not None
     assert (phi.recommendation.quantization, phi.recommendation.ctx_tokens) == ("q4_k_m", 2048)
@@ -124,9 +173,12 @@ def test_vram_too_small_for_every_layer_offloads_part_of_the_model() -> None:
 def test_a_2_core_ci_box_gets_a_small_quantization_with_a_useful_context() -> None:
     report = advise(shapes(LLAMA_8B), CI_2_CORE, FitOptions())
     best = report.recommendation
-    assert best is not None and best.quantization == "q3_k_m" and best.ctx_tokens == 4096
-    bigger = [r for r in report.rows if r.quantization == "q4_k_m"]
-    assert not any(r.fits and r.ctx_tokens >= 4096 for r in bigger)
+    assert best is not None and (best.quantization, best.ctx_tokens) == ("q4_k_m", 4096)
+    better = [r for r in report.rows if r.quantization == "q5_k_m"]
+    assert not any(r.fits and r.ctx_tokens >= 4096 for r in better)
+    # Without flash attention the f32 attention scores cost a quantization step.
+    plain = advise(shapes(LLAMA_8B), CI_2_CORE, FitOptions(flash_attn=False)).recommendation
+    assert plain is not None and plain.quantization == "q3_k_m"
 
 
 def test_smollm2_fits_everywhere_and_budgets_override_the_host(smollm2: ModelShape) -> None:
@@ -202,11 +254,24 @@ def test_tied_embeddings_and_exact_weights_from_the_header(smollm2: ModelShape) 
     assert smollm2.exact and smollm2.tied_embeddings and smollm2.output_weight_bytes < 4096
     assert smollm2.weight_bytes == 96_576_768  # llama.cpp: "CPU model buffer size = 92.10 MiB"
     estimated = shape_from_card(
-        card("smollm2-test", 134_515_008, dict(
-            family="llama", layers=30, hidden_size=576, attention_heads=9, kv_heads=3,
-            head_dim=64, vocab_size=49152, context_length=8192, tied_embeddings=True), ["q4_1"]),
+        card(
+            "smollm2-test",
+            134_515_008,
+            dict(
+                family="llama",
+                layers=30,
+                hidden_size=576,
+                attention_heads=9,
+                kv_heads=3,
+                head_dim=64,
+                vocab_size=49152,
+                context_length=8192,
+                tied_embeddings=True,
+            ),
+            ["q4_1"],
+        ),
         "q4_1",
-    )  # fmt: skip
+    )
     assert not estimated.exact
     assert abs(estimated.weight_bytes - smollm2.weight_bytes) / smollm2.weight_bytes < 0.2
     assert abs(estimated.n_ff - smollm2.n_ff) / smollm2.n_ff < 0.1

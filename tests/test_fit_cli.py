@@ -35,16 +35,20 @@ tied_embeddings = false
 
 [[gguf]]
 repo = "test/Phi-3-mini-4k-instruct-gguf"
-files = { q4_k_m = "phi-3-mini-q4.gguf", q8_0 = "phi-3-mini-q8_0.gguf", f16 = "phi-3-mini-fp16.gguf" }
+files = { q4_k_m = "phi-3-mini-q4.gguf", q8_0 = "phi-3-mini-q8.gguf", f16 = "phi-3-mini-f16.gguf" }
 """
 
 
-def llmedge(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "LLMEDGE_HOME": str(home), "COLUMNS": "160"}
+def llmedge(home: Path, *args: str, **env_vars: str) -> subprocess.CompletedProcess[str]:
+    """Run `python -m llmedge.cli ARGS` with its own home and any extra environment."""
+    env = {**os.environ, "LLMEDGE_HOME": str(home), "COLUMNS": "160", **env_vars}
     return subprocess.run(
         [sys.executable, "-m", "llmedge.cli", *args],
-        capture_output=True, text=True, timeout=120, env=env,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+    )
 
 
 def test_fit_smollm2_prints_a_table_and_a_recommendation(llmedge_home: Path) -> None:
@@ -58,8 +62,19 @@ def test_fit_smollm2_prints_a_table_and_a_recommendation(llmedge_home: Path) -> 
 def test_fit_json_matches_the_advisor_on_the_real_header(
     llmedge_home: Path, smollm2_gguf: Path
 ) -> None:
-    done = llmedge(llmedge_home, "fit", "smollm2-135m:q4_1", "--json", "--ctx", "2048", "8192",
-                   "--parallel", "1", "--kv-type", "q8_0")  # fmt: skip
+    done = llmedge(
+        llmedge_home,
+        "fit",
+        "smollm2-135m:q4_1",
+        "--json",
+        "--ctx",
+        "2048",
+        "8192",
+        "--parallel",
+        "1",
+        "--kv-type",
+        "q8_0",
+    )
     assert done.returncode == 0, done.stderr
     report = json.loads(done.stdout)
     rows = {(r["quantization"], r["ctx_tokens"]): r for r in report["rows"]}
@@ -81,7 +96,9 @@ def test_fit_a_card_file_before_download_with_a_budget(llmedge_home: Path, tmp_p
     assert done.returncode == 0, done.stderr
     assert "phi-3-mini" in done.stdout and "4.0 GiB (--budget)" in done.stdout
     assert "recommended: phi-3-mini:q4_k_m with --ctx 4096" in done.stdout
-    report = json.loads(llmedge(llmedge_home, "fit", str(card), "--budget", "4GiB", "--json").stdout)
+    report = json.loads(
+        llmedge(llmedge_home, "fit", str(card), "--budget", "4GiB", "--json").stdout
+    )
     assert report["budget_bytes"] == 4 * GIB and report["budget_source"] == "--budget"
     assert not any(r["exact"] for r in report["rows"])  # estimated from the card
     f16 = [r for r in report["rows"] if r["quantization"] == "f16"]

@@ -39,8 +39,17 @@ CPU implementer\t: 0x41
 def test_x86_cpuinfo_gives_the_model_and_its_simd_features() -> None:
     name, simd = cpu_model_and_simd(X86_CPUINFO, "x86_64")
     assert name == "AMD EPYC 9654 96-Core Processor"
-    assert simd == ("SSE3", "SSSE3", "AVX", "AVX2", "FMA", "F16C", "AVX512", "AVX512_VNNI",
-                    "AVX512_BF16")  # fmt: skip
+    assert simd == (
+        "SSE3",
+        "SSSE3",
+        "AVX",
+        "AVX2",
+        "FMA",
+        "F16C",
+        "AVX512",
+        "AVX512_VNNI",
+        "AVX512_BF16",
+    )
 
 
 def test_arm_cpuinfo_names_neon_dotprod_and_sve() -> None:
@@ -50,9 +59,14 @@ def test_arm_cpuinfo_names_neon_dotprod_and_sve() -> None:
 
 
 def test_nvidia_smi_csv_and_garbage() -> None:
-    text = "NVIDIA GeForce RTX 4090, 24564, 23012, 550.54.14\nNVIDIA A100-SXM4-80GB, 81920, 81000, 550.54.14\n"
+    text = (
+        "NVIDIA GeForce RTX 4090, 24564, 23012, 550.54.14\n"
+        "NVIDIA A100-SXM4-80GB, 81920, 81000, 550.54.14\n"
+    )
     gpus = parse_nvidia_smi(text)
-    assert gpus[0] == GpuFacts("nvidia", "NVIDIA GeForce RTX 4090", 24564 << 20, 23012 << 20, "550.54.14")
+    assert gpus[0] == GpuFacts(
+        "nvidia", "NVIDIA GeForce RTX 4090", 24564 << 20, 23012 << 20, "550.54.14"
+    )
     assert len(gpus) == 2 and gpus[1].vram_total_bytes == 80 << 30
     assert parse_nvidia_smi("No devices were found\n") == ()
     assert parse_nvidia_smi("GPU, [N/A], [N/A]") == ()
@@ -73,9 +87,18 @@ def test_llama_cpp_build_features() -> None:
 
 
 def test_gpu_offload_needs_both_a_capable_backend_and_a_gpu() -> None:
-    base = dict(os_name="Linux", os_version="6", machine="x86_64", cpu_model="c",
-                physical_cores=1, logical_cores=1, usable_cores=1, simd=(),
-                total_ram_bytes=1, available_ram_bytes=1)  # fmt: skip
+    base = dict(
+        os_name="Linux",
+        os_version="6",
+        machine="x86_64",
+        cpu_model="c",
+        physical_cores=1,
+        logical_cores=1,
+        usable_cores=1,
+        simd=(),
+        total_ram_bytes=1,
+        available_ram_bytes=1,
+    )
     gpu = (GpuFacts("nvidia", "g", 1, 1),)
     cpu_build = (BackendFacts("llama.cpp", True, "llama-cpp-python 0.3.36 (CPU only)"),)
     gpu_build = (BackendFacts("llama.cpp", True, "llama-cpp-python 0.3.36 (GPU offload)"),)
@@ -100,8 +123,10 @@ def test_nvidia_smi_is_the_fallback_when_nvml_is_absent(tmp_path: Path) -> None:
     fake = tmp_path / "nvidia-smi"
     fake.write_text("#!/bin/sh\necho 'NVIDIA L4, 23034, 22000, 535.1'\n")
     fake.chmod(0o755)
-    code = "import json; from llmedge.hardware import probe_host; " \
-           "print(json.dumps(probe_host(include_backends=False).to_dict()['gpus']))"  # fmt: skip
+    code = (
+        "import json; from llmedge.hardware import probe_host; "
+        "print(json.dumps(probe_host(include_backends=False).to_dict()['gpus']))"
+    )
     env = {**os.environ, "PATH": f"{tmp_path}{os.pathsep}{os.environ['PATH']}"}
     done = subprocess.run(
         [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60
@@ -110,8 +135,15 @@ def test_nvidia_smi_is_the_fallback_when_nvml_is_absent(tmp_path: Path) -> None:
     gpus = json.loads(done.stdout)
     if gpus and gpus[0]["name"] != "NVIDIA L4":
         pytest.skip("a real NVIDIA driver answered through NVML")
-    assert gpus == [{"vendor": "nvidia", "name": "NVIDIA L4", "vram_total_bytes": 23034 << 20,
-                     "vram_free_bytes": 22000 << 20, "driver": "535.1"}]  # fmt: skip
+    assert gpus == [
+        {
+            "vendor": "nvidia",
+            "name": "NVIDIA L4",
+            "vram_total_bytes": 23034 << 20,
+            "vram_free_bytes": 22000 << 20,
+            "driver": "535.1",
+        }
+    ]
 
 
 def test_hw_command_prints_a_table_and_json() -> None:
@@ -123,8 +155,10 @@ def test_hw_command_prints_a_table_and_json() -> None:
         assert word in table.stdout
     raw = subprocess.run(
         [sys.executable, "-m", "llmedge.cli", "hw", "--json"],
-        capture_output=True, text=True, timeout=60,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     facts = json.loads(raw.stdout)
     assert facts["total_ram_bytes"] >= facts["available_ram_bytes"] > 0
     assert any(b["name"] == "llama.cpp" for b in facts["backends"])

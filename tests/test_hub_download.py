@@ -156,3 +156,13 @@ def test_a_new_revision_keeps_the_previous_one_for_rollback(
     restored, dropped = store.rollback(ModelRef.parse(REF))
     assert (restored.digest, dropped.digest) == (first.digest, second.digest)
     assert store.resolve(ModelRef.parse(REF)).source["revision"] == first.source["revision"]
+
+
+def test_a_revision_pins_the_pull_to_that_commit(
+    store: Store, hub: FakeHub, renamed_gguf: Path
+) -> None:
+    first_commit = hub.repos[REPO].commits[-1][0]
+    first_sha = hub.file(REPO, FILE).sha256
+    hub.push(REPO, {FILE: renamed_gguf})
+    pinned = pull(store, TARGET, revision=first_commit)
+    assert (pinned.sha256, pinned.source["revision"]) == (first_sha, first_commit)

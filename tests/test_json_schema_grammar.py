@@ -86,7 +86,10 @@ def test_literals_escape_quotes_backslashes_and_newlines(text: str, literal: str
     [
         ({"type": "integer", "minimum": 0}, "minimum"),
         ({"type": "array", "items": {"type": "string"}, "uniqueItems": True}, "uniqueItems"),
-        ({"type": "object", "properties": {"a": {"type": "number", "multipleOf": 2}}}, "multipleOf"),
+        (
+            {"type": "object", "properties": {"a": {"type": "number", "multipleOf": 2}}},
+            "multipleOf",
+        ),
         ({"type": "string", "format": "email"}, "format: email"),
         ({"not": {"type": "string"}}, "not"),
         ({"type": "object", "patternProperties": {"^a": {}}}, "patternProperties"),

@@ -67,9 +67,12 @@ def test_generate_streams_a_completion(client: ollama.Client) -> None:
     )
     assert parts[-1].done and parts[-1].eval_count == 10 and parts[-1].done_reason == "length"
     raw = client.generate(
-        model=MODEL, prompt="1, 2, 3,", raw=True, options={**GREEDY, "num_predict": 4}
-    )
-    assert raw.response and raw.eval_count == 4
+        model=MODEL, prompt="1, 2, 3,", raw=True, options={**GREEDY, "num_predict": 4},
+        logprobs=True, top_logprobs=2,
+    )  # fmt: skip
+    assert raw.response and raw.eval_count == 4 and raw.logprobs is not None
+    assert "".join(lp.token for lp in raw.logprobs) == raw.response
+    assert all(len(lp.top_logprobs or []) == 2 and lp.logprob <= 0 for lp in raw.logprobs)
 
 
 class Colour(BaseModel):

@@ -16,6 +16,8 @@ from fake_hub import FakeHub, Faults, cli_env, run_llmedge
 from llmedge.store import ModelRef, Store
 from quantizers.gguf import quantize_file
 
+pytestmark = pytest.mark.e2e
+
 REPO = "test/SmolLM2-135M-Instruct-GGUF"
 FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 REF = "hf.co/test/smollm2-135m-instruct-gguf:q4_1"

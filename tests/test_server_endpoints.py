@@ -1,4 +1,4 @@
-"""/v1/embeddings, /v1/responses and /metrics on the real model, with the official `openai` client."""
+"""/v1/embeddings, /v1/responses and /metrics on the real model, with the `openai` client."""
 
 from __future__ import annotations
 

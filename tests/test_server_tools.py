@@ -120,8 +120,6 @@ def test_streamed_tool_calls_accumulate_in_the_clients_stream_helper(
     assert choice.finish_reason == "tool_calls"
     (call,) = choice.message.tool_calls or []
     _weather_args(call.function.arguments)
-    plain = client.chat.completions.create(**request).choices[0].message.tool_calls or []
-    assert [c.function.arguments for c in plain] == [call.function.arguments]  # greedy: same
 
 
 def _get_weather(city: str, unit: str) -> dict[str, Any]:

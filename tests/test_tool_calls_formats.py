@@ -39,10 +39,11 @@ _TURNS = "{% for m in messages %}<|{{ m.role }}|>{{ m.content }}{% endfor %}"
 TEMPLATES = {
     "qwen": "{% if tools %}# Tools\n<tools>{% for t in tools %}{{ t | tojson }}{% endfor %}"
     "</tools>\nReturn <tool_call>{...}</tool_call>{% endif %}" + _TURNS,
-    "llama3": "{% if tools is not none %}Respond as {\"name\": function name, \"parameters\": "
+    "llama3": '{% if tools is not none %}Respond as {"name": function name, "parameters": '
     "dictionary}.{% for t in tools %}{{ t | tojson }}{% endfor %}{% endif %}"
     "{% for m in messages %}{% if m.role == 'ipython' %}x{% endif %}{{ m.content }}{% endfor %}",
-    "phi": "{% if tools %}<|tool|>{{ tools | tojson }}<|/tool|>{% endif %}" + _TURNS
+    "phi": "{% if tools %}<|tool|>{{ tools | tojson }}<|/tool|>{% endif %}"
+    + _TURNS
     + "{# calls come as <|tool_call|>[...]<|/tool_call|> #}",
     "gemma": "{% if tools %}{{ tools | tojson }} Call them in ```tool_code``` blocks.{% endif %}"
     + _TURNS,
@@ -146,7 +147,10 @@ def test_an_unenforceable_bound_in_a_tool_schema_is_dropped_not_refused() -> Non
         "type": "function",
         "function": {
             "name": "f",
-            "parameters": {"type": "object", "properties": {"n": {"type": "integer", "minimum": 1}}},
+            "parameters": {
+                "type": "object",
+                "properties": {"n": {"type": "integer", "minimum": 1}},
+            },
         },
     }
     grammar = forced_call_grammar(ToolFormat("hermes", native=False), [tool])

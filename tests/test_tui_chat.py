@@ -205,7 +205,7 @@ def test_model_picker_switches_and_history_is_kept_per_model(
         await wait_until(pilot, lambda: app.info.ref == model and not app.loading)
         assert app.conversation.messages[0].content == "Hello"
 
-    play(first_run)
+    play(first_run, max_tokens=8)
 
     async def second_run(pilot: Pilot[None], app: ChatApp) -> None:
         assert [m.role for m in app.conversation.messages] == ["user", "assistant"]
@@ -213,10 +213,30 @@ def test_model_picker_switches_and_history_is_kept_per_model(
         assert len(app.query(AssistantMessage)) == 1
         assert app.status.ctx_used and app.status.ctx_used > 10
 
-    play(second_run)
+    play(second_run, max_tokens=8)
 
 
 def test_no_stored_model_says_how_to_pull_one(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["chat", "no-such-model"]) == 1
     error = capsys.readouterr().err
     assert "no model is stored yet; run `llmedge pull smollm2-135m`" in error
+
+
+def test_a_message_too_long_for_the_context_is_given_back(
+    settings: Settings, store: Store, model: str
+) -> None:
+    small = settings.with_overrides(ctx_tokens=64)
+    app = ChatApp(LocalClient(Engine(small, store)), model, small.home, SamplingParams())
+    long_message = "Please summarise this: " + "the cat sat on the mat " * 20
+
+    async def drive() -> None:
+        async with app.run_test(size=(100, 32)) as pilot:
+            await until_ready(pilot, app)
+            assert app.status.ctx_limit == 64
+            await submit(pilot, app, long_message)
+            await wait_until(pilot, lambda: not app.answering)
+            assert "the context holds 64" in last_note(app) and "--ctx" in last_note(app)
+            assert app.prompt.text == long_message, "the message is back in the box"
+            assert app.conversation.messages == [] and not app.query(UserMessage)
+
+    asyncio.run(drive())

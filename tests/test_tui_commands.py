@@ -2,17 +2,29 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
+import sys
 from pathlib import Path
 
+import httpx
 import pytest
 
 pytest.importorskip("textual", reason="the tui extra is not installed")
 
-from llmedge import ChatMessage, InvalidRequestError, ModelNotFoundError, SamplingParams, Store
+from llmedge import (
+    ChatMessage,
+    GenerationChunk,
+    InvalidRequestError,
+    ModelNotFoundError,
+    SamplingParams,
+    Store,
+)
+from llmedge.cli import main
 from tui.client import ChatClientError
 from tui.commands import apply_settings, complete, message_text, parse_command
 from tui.launch import no_model_hint
-from tui.remote import api_base, pick_model
+from tui.remote import RemoteClient, api_base, pick_model
 from tui.session import (
     Conversation,
     history_path,
@@ -122,3 +134,70 @@ def test_server_addresses_and_model_choice() -> None:
 def test_no_model_hint_tells_how_to_pull(store: Store) -> None:
     hint = no_model_hint(store, "smollm2-135m")
     assert "no model is stored yet; run `llmedge pull smollm2-135m`" in hint
+
+
+def scripted_server(events: list[str], status: int = 200) -> httpx.MockTransport:
+    """An OpenAI-style server that answers every chat request with these SSE data lines."""
+
+    def handle(request: httpx.Request) -> httpx.Response:
+        assert request.headers["authorization"] == "Bearer key"
+        body = json.loads(request.content)
+        assert body["temperature"] == 0.0 and "top_k" not in body  # llama extras only if changed
+        if status != 200:
+            return httpx.Response(status, text=events[0])
+        text = "".join(f"data: {event}\r\n\r\n" for event in events)
+        return httpx.Response(status, text=text, headers={"content-type": "text/event-stream"})
+
+    return httpx.MockTransport(handle)
+
+
+def stream_from(events: list[str], status: int = 200) -> list[GenerationChunk]:
+    client = RemoteClient("http://test:1", "key", transport=scripted_server(events, status))
+    params = SamplingParams(temperature=0.0)
+
+    async def collect() -> list[GenerationChunk]:
+        try:
+            return [c async for c in client.stream("m", [ChatMessage("user", "hi")], params)]
+        finally:
+            await client.close()
+
+    return asyncio.run(collect())
+
+
+def delta(text: str) -> str:
+    return json.dumps({"choices": [{"delta": {"content": text}, "finish_reason": None}]})
+
+
+def test_remote_stream_reads_text_then_the_servers_own_telemetry() -> None:
+    finish = {
+        "choices": [{"delta": {}, "finish_reason": "length"}],
+        "timings": {"prompt_n": 7, "cache_n": 3, "predicted_n": 2, "predicted_per_second": 99.0},
+    }
+    usage = {"choices": [], "usage": {"prompt_tokens": 10, "completion_tokens": 2}}
+    chunks = stream_from(
+        [delta(""), delta("Hel"), delta("lo"), json.dumps(finish), json.dumps(usage), "[DONE]"]
+    )
+    assert [c.text for c in chunks] == ["Hel", "lo", ""]
+    assert chunks[1].generated_tokens == 2
+    last = chunks[-1]
+    assert (last.finish_reason, last.prompt_tokens, last.cached_tokens) == ("length", 10, 3)
+    assert (last.generated_tokens, last.tokens_per_s) == (2, 99.0)
+
+
+def test_remote_stream_errors_say_what_happened() -> None:
+    with pytest.raises(ChatClientError, match="the server stopped the answer: out of memory"):
+        stream_from([delta("a"), json.dumps({"error": {"message": "out of memory"}})])
+    with pytest.raises(ChatClientError, match="not JSON"):
+        stream_from(["{oops"])
+    with pytest.raises(ChatClientError, match="answered 404: no such model"):
+        stream_from([json.dumps({"error": {"message": "no such model"}})], status=404)
+
+
+def test_chat_without_the_tui_extra_says_which_to_install(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    for name in [m for m in sys.modules if m == "tui" or m.startswith(("tui.", "textual"))]:
+        monkeypatch.delitem(sys.modules, name)
+    monkeypatch.setitem(sys.modules, "textual", None)  # as if it were not installed
+    assert main(["chat"]) == 3
+    assert "pip install 'llmedge[tui]'" in capsys.readouterr().err

@@ -244,7 +244,7 @@ class ChatApp(App[None]):
         """Stream the model's answer to the conversation into a new message."""
         view = AssistantMessage()
         parts: list[str] = []
-        error: LlmedgeError | None = None
+        error: str | None = None
         self.streaming = True
         try:
             await self._stream_into(view, parts)
@@ -253,7 +253,9 @@ class ChatApp(App[None]):
                 self.streaming = self.answering = False
                 raise  # the app is closing
         except LlmedgeError as exc:
-            error = exc
+            error = str(exc)
+        except Exception as exc:  # an engine failure ends this answer, not the chat
+            error = f"the answer failed ({type(exc).__name__}: {exc}); try again or /clear"
         self.streaming = False
         try:
             await self._finish(question, view, "".join(parts), error)
@@ -275,7 +277,7 @@ class ChatApp(App[None]):
                 self.set_status(tokens_per_s=chunk.tokens_per_s)
 
     async def _finish(
-        self, question: UserMessage, view: AssistantMessage, text: str, error: LlmedgeError | None
+        self, question: UserMessage, view: AssistantMessage, text: str, error: str | None
     ) -> None:
         if text:
             await view.append(text[len(view.source) :])
@@ -289,7 +291,7 @@ class ChatApp(App[None]):
             self.prompt.load_text(asked.content)
             self.prompt.move_cursor(self.prompt.document.end)
         if error is not None:
-            await self.say(str(error), error=True)
+            await self.say(error, error=True)
         elif self.stop_requested:
             generated = self.last.generated_tokens if self.last and text else 0
             await self.say(f"stopped after {generated} tokens")

@@ -16,7 +16,14 @@ from tui.client import ChatClientError, ModelInfo
 
 # OpenAI's own sampling fields are always sent; llama.cpp's extras only when changed, so that
 # servers which refuse unknown fields still work with the defaults.
-_OPENAI_FIELDS = ("max_tokens", "temperature", "top_p", "presence_penalty", "frequency_penalty")
+_OPENAI_FIELDS = (
+    "max_tokens",
+    "temperature",
+    "top_p",
+    "presence_penalty",
+    "frequency_penalty",
+    "seed",
+)
 _EXTRA_FIELDS = ("top_k", "min_p", "repeat_penalty")
 _DEFAULTS = SamplingParams()
 
@@ -61,10 +68,17 @@ def pick_model(name: str | None, available: Sequence[str], base: str) -> str:
 class RemoteClient:
     """A `ChatClient` over HTTP: `/v1/models` and streamed `/v1/chat/completions`."""
 
-    def __init__(self, url: str, api_key: str | None = None, timeout_s: float = 600.0) -> None:
+    def __init__(
+        self,
+        url: str,
+        api_key: str | None = None,
+        timeout_s: float = 600.0,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
         self.base = api_base(url)
         self._headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self._timeout = httpx.Timeout(timeout_s, connect=10.0)
+        self._transport = transport  # a test's scripted server; None: the network
         self._http: httpx.AsyncClient | None = None
 
     @property
@@ -74,12 +88,18 @@ class RemoteClient:
     def _client(self) -> httpx.AsyncClient:
         # Made on first use, so that it belongs to the event loop the app runs on.
         if self._http is None:
-            self._http = httpx.AsyncClient(headers=self._headers, timeout=self._timeout)
+            self._http = httpx.AsyncClient(
+                headers=self._headers, timeout=self._timeout, transport=self._transport
+            )
         return self._http
 
     def _unreachable(self, exc: httpx.HTTPError) -> ChatClientError:
+        if isinstance(exc, httpx.ConnectError):
+            return ChatClientError(
+                f"cannot reach {self.base} ({exc}); start one with `llmedge serve` or check --url"
+            )
         return ChatClientError(
-            f"cannot reach {self.base} ({exc}); start one with `llmedge serve` or check --url"
+            f"the connection to {self.base} failed ({type(exc).__name__}: {exc}); try again"
         )
 
     def models_now(self) -> list[str]:
@@ -130,8 +150,6 @@ class RemoteClient:
                 if getattr(params, k) != getattr(_DEFAULTS, k)
             }
         )
-        if params.seed is not None:
-            body["seed"] = params.seed
         if params.stop:
             body["stop"] = list(params.stop)
         return body
@@ -183,9 +201,16 @@ async def _events(response: httpx.Response) -> AsyncIterator[dict[str, Any]]:
         data = line[5:].strip()
         if data == "[DONE]":
             return
-        event = json.loads(data)
+        try:
+            event = json.loads(data)
+        except ValueError:
+            raise ChatClientError(
+                f"the server sent an event that is not JSON: {data[:80]}"
+            ) from None
         if isinstance(event, dict) and "error" in event:
-            raise ChatClientError(f"the server stopped the answer: {event['error'].get('message')}")
+            error = event["error"]
+            message = error.get("message") if isinstance(error, dict) else error
+            raise ChatClientError(f"the server stopped the answer: {message}")
         if isinstance(event, dict):
             yield event
 
@@ -204,8 +229,8 @@ def _merge(
 ) -> GenerationChunk:
     """The running telemetry after one event: counted here, replaced by the server's own."""
     chunk = running
-    if first_at is not None:
-        generated = running.generated_tokens + (1 if _delta_text(event) else 0)
+    if first_at is not None and _delta_text(event):
+        generated = running.generated_tokens + 1
         decode_s = now - first_at
         chunk = replace(
             running,

@@ -25,7 +25,9 @@ async def shoot(app: ChatApp, path: Path) -> None:
         await ask(pilot, app, QUESTION, typed=True, timeout_s=600)
         await pilot.press("/", "s")  # the completion menu, open
         await pilot.pause(0.5)
-        app.save_screenshot(filename=path.name, path=str(path.parent))
+        svg = app.export_screenshot()
+    # Drop the renderer's comment line, so the file holds the picture only.
+    path.write_text("\n".join(line for line in svg.splitlines() if "<!--" not in line) + "\n")
 
 
 def main(argv: list[str]) -> int:

@@ -191,7 +191,7 @@ class LlamaCppModel:
             for text in texts:
                 tokens = self.tokenize(text)
                 if len(tokens) > self._ctx_tokens:
-                    raise ContextLengthExceededError(len(tokens), self._ctx_tokens)
+                    raise ContextLengthExceededError(len(tokens), self._ctx_tokens, param="input")
                 total += len(tokens)
                 lib.llama_memory_clear(memory, True)
                 batch = lib.llama_batch_init(len(tokens), 0, 1)

@@ -15,6 +15,7 @@ if TYPE_CHECKING:
     from llmedge.fit import FitReport, FitRow
 
 _BYTES = TypeAdapter(ByteSize)
+KV_TYPES = ("f16", "q8_0", "q4_0")
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -22,25 +23,26 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     hw.add_argument("--json", action="store_true", help="print JSON (every size in bytes)")
     hw.set_defaults(handler=run_hw)
 
-    fit = subparsers.add_parser("fit", help="which quantization x context fits this machine", description=(
-        "Estimate the memory a model needs at each quantization and context, exactly from the "
-        "GGUF header when the file is at hand, else from its model card, and recommend one."
-    ))  # fmt: skip
-    fit.add_argument(
-        "model", metavar="MODEL", help="model name (NAME[:QUANT]), .gguf or card .toml"
+    fit = subparsers.add_parser(
+        "fit",
+        help="which quantization x context fits this machine",
+        description="Estimate the memory a model needs at each quantization and context, "
+        "exactly from the GGUF header when the file is at hand, else from its model card, "
+        "and recommend one.",
     )
-    fit.add_argument(
-        "--ctx", type=int, nargs="+", metavar="N", help="contexts to show (default: 2k, 4k, ...)"
-    )
-    fit.add_argument("--budget", metavar="SIZE", help="memory to fit in, e.g. 6GiB (default: available RAM)")  # fmt: skip
-    fit.add_argument("--kv-type", choices=("f16", "q8_0", "q4_0"), default="f16", help="KV cache type")  # fmt: skip
-    fit.add_argument("--parallel", type=int, metavar="N", help="sequences decoded together (default: the `parallel` setting)")  # fmt: skip
-    fit.add_argument("--gpu-layers", type=int, metavar="N", help="layers on the GPU (default: as many as fit)")  # fmt: skip
+    fit.add_argument("model", metavar="MODEL", help="NAME[:QUANT], a .gguf file or a card .toml")
+    fit.add_argument("--ctx", type=int, nargs="+", metavar="N", help="contexts (default: 2k..)")
+    fit.add_argument("--budget", metavar="SIZE", help="memory to fit in, e.g. 6GiB (default: free)")
+    fit.add_argument("--kv-type", choices=KV_TYPES, default="f16", help="KV cache type")
+    fit.add_argument("--parallel", type=int, metavar="N", help="sequences decoded together")
+    fit.add_argument("--gpu-layers", type=int, metavar="N", help="layers on the GPU (default: fit)")
     fit.add_argument("--batch", type=int, default=512, metavar="N", help="tokens per decode step")
     fit.add_argument(
-        "--no-flash-attn", dest="flash_attn", action="store_false",
+        "--no-flash-attn",
+        dest="flash_attn",
+        action="store_false",
         help="for builds without flash attention (needs --kv-type f16)",
-    )  # fmt: skip
+    )
     fit.add_argument("--json", action="store_true", help="print JSON (every figure in bytes)")
     fit.set_defaults(handler=run_fit)
 
@@ -79,7 +81,8 @@ def run_hw(args: argparse.Namespace) -> None:
     cores = f"{host.physical_cores} physical, {host.logical_cores} logical"
     table.add_row("cores", f"{cores}, {host.usable_cores} usable")
     table.add_row("simd", " ".join(host.simd) or "none detected")
-    table.add_row("memory", f"{_gib(host.available_ram_bytes)} available of {_gib(host.total_ram_bytes)}")  # fmt: skip
+    memory = f"{_gib(host.available_ram_bytes)} available of {_gib(host.total_ram_bytes)}"
+    table.add_row("memory", memory)
     for gpu in host.gpus:
         vram = f"{_gib(gpu.vram_free_bytes)} free of {_gib(gpu.vram_total_bytes)}"
         table.add_row(
@@ -89,8 +92,11 @@ def run_hw(args: argparse.Namespace) -> None:
         table.add_row("gpu", "none detected")
     if host.apple:
         apple = host.apple
-        table.add_row("apple silicon", f"{apple.chip}: {_gib(apple.unified_memory_bytes)} unified, "
-                      f"{_gib(apple.recommended_working_set_bytes)} GPU working set")  # fmt: skip
+        table.add_row(
+            "apple silicon",
+            f"{apple.chip}: {_gib(apple.unified_memory_bytes)} unified, "
+            f"{_gib(apple.recommended_working_set_bytes)} GPU working set",
+        )
     for backend in host.backends:
         state = "usable" if backend.available else "unavailable"
         features = f" [{' '.join(backend.features)}]" if backend.features else ""
@@ -174,11 +180,18 @@ def report_to_dict(report: FitReport) -> dict[str, Any]:
     }
 
 
+def _size(n: int) -> str:
+    """A compact size for the table: 92M, 1.7G."""
+    if abs(n) >= 1 << 30:
+        return f"{n / (1 << 30):.1f}G"
+    return f"{n / (1 << 20):.0f}M" if abs(n) >= 1 << 20 else f"{n / 1024:.0f}K"
+
+
 def _print_report(report: FitReport, show_gpu: bool) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    console = Console()
+    console = Console(width=max(Console().width, 100))
     options = report.options
     console.print(
         f"[bold]{report.model}[/bold]: KV {options.kv_type}, batch {options.batch_tokens}, "
@@ -186,28 +199,33 @@ def _print_report(report: FitReport, show_gpu: bool) -> None:
         f"{options.parallel} parallel; budget {_gib(report.budget_bytes)} ({report.budget_source})"
     )
     table = Table(box=None, header_style="bold")
-    columns = ["QUANT", "CTX", "WEIGHTS", "KV", "COMPUTE", "OUTPUT", "OVERHEAD", "TOTAL", "FITS",
-               "HEADROOM"] + (["GPU LAYERS"] if show_gpu else [])  # fmt: skip
+    columns = ["QUANT", "CTX", "WEIGHTS", "KV", "COMPUTE", "OUTPUT", "OVERHEAD", "TOTAL", "FITS"]
+    columns += ["HEADROOM"] + (["GPU LAYERS"] if show_gpu else [])
     for column in columns:
         table.add_column(column, justify="left" if column in ("QUANT", "FITS") else "right")
     for r in report.rows:
         e = r.estimate
-        mark = "" if r.exact else "≈"
+        mark = "" if r.exact else "~"
+        sizes = (e.weights_bytes, e.kv_bytes, e.compute_bytes, e.output_bytes, e.overhead_bytes)
         cells = [
-            f"{r.quantization}{' (est.)' if not r.exact else ''}",
+            r.quantization + mark,
             str(r.ctx_tokens),
-            *(mark + _gib(n) for n in (e.weights_bytes, e.kv_bytes, e.compute_bytes)),
-            _gib(e.output_bytes),
-            _gib(e.overhead_bytes),
-            mark + _gib(e.ram_bytes),
+            *(_size(n) for n in sizes),
+            _size(e.ram_bytes),
             "[green]yes[/green]" if r.fits else "[red]no[/red]",
-            ("" if r.headroom_bytes >= 0 else "-") + _gib(abs(r.headroom_bytes)),
+            _size(r.headroom_bytes),
         ] + ([str(e.gpu_layers)] if show_gpu else [])
         table.add_row(*cells)
     console.print(table)
+    exact = [r.exact for r in report.rows]
+    if any(exact) and not all(exact):
+        console.print("  ~ estimated from the model card; the others are exact, from the GGUF file")
+    elif not any(exact):
+        console.print("  ~ estimated from the model card; pull the model for exact figures")
     best = report.recommendation
     if best:
-        console.print(f"[bold]recommended:[/bold] {report.model}:{best.quantization} with --ctx {best.ctx_tokens}")  # fmt: skip
+        choice = f"{report.model}:{best.quantization} with --ctx {best.ctx_tokens}"
+        console.print(f"[bold]recommended:[/bold] {choice}")
     else:
         console.print("[bold red]nothing fits[/bold red]")
     for reason in report.reasons:

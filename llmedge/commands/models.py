@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
@@ -167,13 +168,14 @@ def run_pull(args: argparse.Namespace) -> None:
     if args.list:
         return _print_choices(store, parse_target(args.target, args.quant, args.name), args)
     path = Path(args.target).expanduser()
+    before = {m.ref: m.digest for m in store.manifests()}
     if path.is_file():
         with byte_progress(path.stat().st_size, "importing") as advance:
             manifest = pull(
                 store, args.target, quant=args.quant, name=args.name, on_progress=advance
             )
     else:
-        before = {m.ref: m.digest for m in store.manifests()}
+        _warn_if_too_big(store, args.target, args.quant)
         with RichReporter() as reporter:
             manifest = pull(
                 store,
@@ -183,13 +185,33 @@ def run_pull(args: argparse.Namespace) -> None:
                 reporter=reporter,
                 revision=args.revision,
             )
-        if before.get(manifest.ref, manifest.digest) != manifest.digest:
-            print(
-                f"kept the previous {manifest.ref}: `llmedge rollback {manifest.ref}` restores it"
-            )
+    if before.get(manifest.ref, manifest.digest) != manifest.digest:
+        print(f"kept the earlier {manifest.ref}: `llmedge rollback {manifest.ref}` restores it")
     print(
         f"pulled {manifest.ref} ({human_bytes(manifest.size_bytes)}, sha256 {manifest.sha256[:12]})"
     )
+
+
+def _warn_if_too_big(store: Store, target: str, quant: str | None) -> None:
+    """Before a download: say so when the model will not fit this machine (pulling goes on)."""
+    from llmedge.errors import InsufficientMemoryError, LlmedgeError
+    from llmedge.fit import FitOptions, check_fits
+    from llmedge.fit_sources import shapes_for
+    from llmedge.hardware import probe_host
+
+    settings = Settings()
+    wanted = f"{target}:{quant}" if quant and ":" not in target else target
+    try:
+        shapes = shapes_for(wanted, store)
+    except LlmedgeError:
+        return  # no card to estimate from (a hf.co/ repo): the load-time check still applies
+    budget = settings.memory_budget_bytes or probe_host(include_backends=False).available_ram_bytes
+    options = FitOptions(ctx_tokens=settings.ctx_tokens, parallel=settings.parallel)
+    for shape in shapes[:1]:
+        try:
+            check_fits(shape, options, budget)
+        except InsufficientMemoryError as exc:
+            print(f"llmedge: warning: {wanted} will not fit this machine: {exc}", file=sys.stderr)
 
 
 def _print_choices(store: Store, target: Target, args: argparse.Namespace) -> None:

@@ -12,7 +12,7 @@ from llmedge.pull import ensure_model
 from llmedge.settings import Settings, add_settings_flags, settings_from_args
 from llmedge.store import ModelRef, Store
 
-RUN_SETTINGS = ("ctx_tokens", "threads", "gpu_layers")
+RUN_SETTINGS = ("ctx_tokens", "threads", "gpu_layers", "memory_budget_bytes")
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

@@ -3,6 +3,7 @@
 litert-torch is the maintained successor of ai-edge-torch and needs no TensorFlow. Its
 dependencies clash with pydantic ≥2.12 (see `litert_worker`), so when it is not importable here
 the conversion runs `litert_worker.py` under the interpreter given as `--litert-python`.
+When both variants are asked for, one run makes both, and the first one's time includes both.
 """
 
 from __future__ import annotations
