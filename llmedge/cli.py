@@ -12,7 +12,17 @@ from llmedge import __version__
 from llmedge.errors import ExtraNotInstalledError, LlmedgeError
 
 # Each module adds its subcommands with `register(subparsers)`; heavy imports wait for the handler.
-COMMAND_MODULES = ("models", "run", "serve", "chat", "quantize", "versions", "vision", "fit")
+COMMAND_MODULES = (
+    "models",
+    "run",
+    "serve",
+    "chat",
+    "quantize",
+    "versions",
+    "vision",
+    "fit",
+    "route",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

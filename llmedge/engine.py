@@ -17,6 +17,7 @@ from typing import Any
 
 from llmedge.backends import Backend, LoadOptions, get_backend
 from llmedge.errors import (
+    BackendUnavailableError,
     ContextLengthExceededError,
     InsufficientMemoryError,
     InvalidRequestError,
@@ -25,23 +26,27 @@ from llmedge.fit_guard import ensure_fits
 from llmedge.generation import ChatMessage, GenerationChunk, SamplingParams
 from llmedge.generation_stream import GenerationStream, PreparedPrompt
 from llmedge.loaded_entry import EngineBusyError, LoadedEntry
+from llmedge.route_facts import route_model
+from llmedge.router import REMOTE, RouteDecision
 from llmedge.settings import Settings
 from llmedge.store import Manifest, ModelRef, Store
-
-DEFAULT_BACKEND = "llama.cpp"
 
 __all__ = ["Engine", "EngineBusyError", "GenerationStream", "LoadedEntry", "PreparedPrompt"]
 
 
 class Engine:
-    """Loads models from the store and streams their generations."""
+    """Loads models from the store and streams their generations.
+
+    `backend` names the backend for every model; by default the router picks one per model
+    and host (`llmedge route MODEL` explains the choice). A Backend object is used as given.
+    """
 
     def __init__(
         self, settings: Settings, store: Store | None = None, backend: str | Backend | None = None
     ) -> None:
         self.settings = settings
         self.store = store or Store(settings.store_dir)
-        self._backend = backend or DEFAULT_BACKEND
+        self._backend = backend
         self._loaded: dict[str, LoadedEntry] = {}
         self._load_lock = threading.Lock()
         self._closed = threading.Event()
@@ -51,7 +56,41 @@ class Engine:
     # --- models --------------------------------------------------------------------------
 
     def resolve(self, name: str | None) -> Manifest:
-        return self.store.resolve(ModelRef.parse(name or self.settings.default_model))
+        ref = ModelRef.parse(name or self.settings.default_model)
+        if ref.tag is None and (self._backend is None or isinstance(self._backend, str)):
+            formats = {m.format for m in self.store.manifests() if m.name == ref.name}
+            if len(formats) > 1:  # e.g. GGUF and MLX versions: the router picks one
+                chosen = self.route(str(ref)).artifact
+                if chosen is not None and chosen.stored:
+                    return self.store.resolve(ModelRef.parse(chosen.ref))
+        return self.store.resolve(ref)
+
+    @property
+    def backend_name(self) -> str | None:
+        """The backend named for every model (None: the router picks one per model)."""
+        if self._backend is None or isinstance(self._backend, str):
+            return self._backend
+        return self._backend.name
+
+    def route(self, name: str | None, check_memory: bool = True) -> RouteDecision:
+        """Which backend would run the model `name` names on this host now, and why."""
+        override = self._backend if isinstance(self._backend, str) else None
+        model = name or self.settings.default_model
+        return route_model(
+            self.settings, self.store, model, override=override, check_memory=check_memory
+        )
+
+    def _backend_for(self, manifest: Manifest) -> Backend:
+        if self._backend is not None and not isinstance(self._backend, str):
+            return self._backend
+        decision = self.route(manifest.ref, check_memory=False)  # memory: the guard in _load
+        decision.raise_if_refused()
+        if decision.backend is None or decision.backend == REMOTE:
+            raise BackendUnavailableError(
+                f"{manifest.ref} is routed to the remote engine, which only "
+                "`llmedge serve --remote URL` forwards requests to"
+            )
+        return get_backend(decision.backend)
 
     def loaded(self) -> list[LoadedEntry]:
         return list(self._loaded.values())
@@ -74,7 +113,7 @@ class Engine:
 
     def _load(self, manifest: Manifest, keep_alive_s: float) -> LoadedEntry:
         path = self.store.verified_blob(manifest)
-        backend = get_backend(self._backend) if isinstance(self._backend, str) else self._backend
+        backend = self._backend_for(manifest)
         ctx = self.settings.ctx_tokens
         if manifest.facts and manifest.facts.ctx_train_tokens:
             ctx = min(ctx, manifest.facts.ctx_train_tokens)

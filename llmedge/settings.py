@@ -87,6 +87,18 @@ class Settings(BaseSettings):
     max_request_bytes: int = Field(
         8 << 20, ge=1024, le=1 << 30, description="largest request body the server accepts"
     )
+    remote_url: str | None = Field(
+        None,
+        pattern=r"^https?://[^\s/]+",
+        description="an OpenAI-compatible server (its /v1 URL) that takes the requests for "
+        "models this host does not have or cannot fit",
+    )
+    remote_key: SecretStr | None = Field(
+        None, description="API key sent to the remote engine as `Authorization: Bearer KEY`"
+    )
+    prefer_backend: str | None = Field(
+        None, description="backend to try first wherever it can run the model (e.g. mlc)"
+    )
 
     @field_validator("cors_origins", mode="before")
     @classmethod

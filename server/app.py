@@ -15,6 +15,7 @@ from server.limits import install_limits
 from server.metrics import CONTENT_TYPE
 from server.ollama_routes import router as ollama_router
 from server.openai_routes import router as openai_router
+from server.remote_proxy import install_remote_proxy
 from server.responses_routes import router as responses_router
 from server.state import ServerState, server_state
 
@@ -31,6 +32,7 @@ def create_app(engine: Engine) -> FastAPI:
     state = ServerState(engine)
     app.state.llmedge = state
     install_error_handlers(app)
+    install_remote_proxy(app, engine)  # before the limits: the API key applies to it too
     install_limits(app, engine.settings, state.metrics)
     app.include_router(openai_router)
     app.include_router(responses_router)

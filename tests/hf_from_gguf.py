@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from numpy.typing import NDArray
 
 # GGUF tensor names -> Hugging Face Llama names.
 _GLOBAL = {
@@ -35,7 +36,7 @@ _LAYER = {
 _CONTROL_TOKEN = 3  # llama.cpp's token type for special tokens
 
 
-def _unpermute(weights: np.ndarray, n_heads: int) -> np.ndarray:
+def _unpermute(weights: NDArray[Any], n_heads: int) -> NDArray[Any]:
     rows = weights.shape[0]
     halves = weights.reshape(n_heads, rows // n_heads // 2, 2, *weights.shape[1:])
     return halves.swapaxes(1, 2).reshape(weights.shape)
@@ -98,12 +99,22 @@ def build_hf_from_gguf(gguf_path: Path, folder: Path) -> Path:
         "torch_dtype": "float16",
     }
     (staging / "config.json").write_text(json.dumps(config, indent=2))
-    _write_tokenizer(reader, value, staging)
+    _write_tokenizer(value, staging)
     staging.rename(folder)
     return folder
 
 
-def _write_tokenizer(reader: Any, value: Any, folder: Path) -> None:
+def build_tokenizer_from_gguf(gguf_path: Path, folder: Path) -> Path:
+    """Write only tokenizer.json and tokenizer_config.json (with the chat template)."""
+    from gguf import GGUFReader
+
+    reader = GGUFReader(gguf_path)
+    folder.mkdir(parents=True, exist_ok=True)
+    _write_tokenizer(lambda key: reader.fields[key].contents(), folder)
+    return folder
+
+
+def _write_tokenizer(value: Any, folder: Path) -> None:
     from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers
 
     tokens: list[str] = value("tokenizer.ggml.tokens")

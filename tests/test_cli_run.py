@@ -77,6 +77,6 @@ def test_pull_refuses_a_file_that_is_not_gguf(llmedge_home: Path, tmp_path: Path
 
 
 def test_pull_of_an_unknown_quantization_lists_the_real_ones(llmedge_home: Path) -> None:
-    done = llmedge(llmedge_home, "pull", "smollm2-135m", "--q2_k")
+    done = llmedge(llmedge_home, "pull", "smollm2-135m:q9_x")
     assert done.returncode == 2
-    assert "no q2_k quantization" in done.stderr and "q4_1" in done.stderr
+    assert "no q9_x quantization" in done.stderr and "q4_1" in done.stderr

@@ -10,7 +10,10 @@ token streams as soon as it is sampled and a cancelled request stops at the next
 from __future__ import annotations
 
 import gc
+import importlib
+import inspect
 import json
+import logging
 import os
 import threading
 import time
@@ -27,7 +30,13 @@ from llmedge.errors import (
     ContextLengthExceededError,
     InvalidRequestError,
 )
-from llmedge.generation import ChatMessage, FinishReason, GenerationChunk, SamplingParams
+from llmedge.generation import (
+    ChatMessage,
+    FinishReason,
+    GenerationChunk,
+    SamplingParams,
+    TokenLogprob,
+)
 from llmedge.model_dir import unpacked_dir
 from llmedge.stop_matcher import StopMatcher
 
@@ -38,7 +47,14 @@ FORMATS = ("safetensors", "gptq", "awq", "nf4")
 __all__ = ["FORMATS", "TransformersBackend", "TransformersModel", "load_causal_lm", "quant_method"]
 
 
+# Libraries GPTQModel and bitsandbytes bring warn on import about optional kernels (CUDA builds
+# of torchao, hub-downloaded CPU kernels) that llmedge does not use; their fallbacks are fine.
+_QUIET_LOGGERS = ("torchao", "torch.utils._pytree", "bitsandbytes")
+
+
 def _import_torch() -> Any:
+    for name in _QUIET_LOGGERS:
+        logging.getLogger(name).setLevel(logging.ERROR)
     try:
         import torch
         import transformers  # noqa: F401
@@ -52,12 +68,11 @@ def import_gptqmodel() -> Any:
     # GPTQModel sizes a worker pool from the CPU count and will not start with one worker.
     os.environ.setdefault("GPTQMODEL_CPU_WORKERS", str(max(2, (os.cpu_count() or 2) // 2)))
     try:
-        import gptqmodel
+        return importlib.import_module("gptqmodel")
     except ImportError as exc:
         raise BackendUnavailableError(
             f"GPTQ and AWQ models need GPTQModel; {INSTALL_HINT}"
         ) from exc
-    return gptqmodel
 
 
 def quant_method(folder: Path) -> str:
@@ -85,6 +100,22 @@ def pick_device(gpu_layers: int = -1) -> str:
     """`cuda` when a GPU is there and not refused (`gpu_layers` 0), else `cpu`."""
     torch = _import_torch()
     return "cuda" if gpu_layers != 0 and torch.cuda.is_available() else "cpu"
+
+
+def gptqmodel_kernel(method: str, device: str, bits: int = 4) -> Any:
+    """The GPTQModel kernel for a method on a device.
+
+    CPU: the portable torch kernels (the fused ones need particular CPU features). CUDA: the
+    Triton kernels, which compile in seconds; AUTO would pick Marlin or Machete, whose CUDA
+    extensions GPTQModel builds with nvcc on first use, for minutes. 3-bit GPTQ has no Triton
+    kernel and stays on torch.
+    """
+    backend = import_gptqmodel().BACKEND
+    if device == "cuda" and method == "awq":
+        return backend.AWQ_GEMM_TRITON
+    if device == "cuda" and bits in (2, 4, 8):
+        return backend.GPTQ_TRITON
+    return backend.AWQ_TORCH if method == "awq" else backend.GPTQ_TORCH
 
 
 def load_causal_lm(folder: Path, device: str) -> tuple[Any, Any]:
@@ -152,6 +183,9 @@ class TransformersModel:
         )
         self._pieces: dict[int, bytes] = {}
         self._lock = threading.Lock()
+        # transformers renamed `past_key_values` to `cache` (5.2x); accept either release.
+        forward = inspect.signature(self._model.forward).parameters
+        self._cache_arg = "cache" if "cache" in forward else "past_key_values"
 
     def _stop_ids(self) -> set[int]:
         ids: set[int] = set()
@@ -241,8 +275,8 @@ class TransformersModel:
                 if cancel.is_set():
                     finish = "cancelled"
                     break
-                out = self._model(input_ids=inputs, past_key_values=past, use_cache=True)
-                past, logits = out.past_key_values, out.logits[0, -1]
+                out = self._model(input_ids=inputs, use_cache=True, **{self._cache_arg: past})
+                past, logits = getattr(out, self._cache_arg), out.logits[0, -1]
                 token = sample_token(logits, params, generated, generator)
                 first_at = first_at or time.perf_counter()
                 if token in self._eos:
@@ -250,7 +284,7 @@ class TransformersModel:
                     break
                 generated.append(token)
                 text, hit_stop = stops.feed(decoder.add(token))
-                logprobs = ()
+                logprobs: tuple[TokenLogprob, ...] = ()
                 if params.logprobs:
                     logprobs = (token_logprob(logits, token, params.top_logprobs, self.piece),)
                 if text or logprobs:

@@ -33,7 +33,9 @@ def _penalize(logits: Any, params: SamplingParams, history: Sequence[int]) -> An
         and params.frequency_penalty == 0.0
     ):
         return logits
-    ids, counts = torch.tensor(list(history), device=logits.device).unique(return_counts=True)
+    ids, counts = torch.unique(
+        torch.tensor(list(history), device=logits.device), return_counts=True
+    )
     seen = logits[ids]
     if params.repeat_penalty != 1.0:
         seen = torch.where(seen > 0, seen / params.repeat_penalty, seen * params.repeat_penalty)

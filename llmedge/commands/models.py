@@ -57,6 +57,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         quant.add_argument(
             f"--{flag}", dest="quant", action="store_const", const=flag, help=argparse.SUPPRESS
         )
+    quant.add_argument(
+        "--mlx", action="store_true", help="convert to MLX 4-bit with mlx-lm (llmedge[mlx])"
+    )
     pull.set_defaults(handler=run_pull)
 
     listing = subparsers.add_parser("list", aliases=["ls"], help="list stored models")
@@ -169,7 +172,14 @@ def run_pull(args: argparse.Namespace) -> None:
         return _print_choices(store, parse_target(args.target, args.quant, args.name), args)
     path = Path(args.target).expanduser()
     before = {m.ref: m.digest for m in store.manifests()}
-    if path.is_file():
+    if args.mlx:
+        from llmedge.mlx_convert import pull_mlx
+
+        with RichReporter() as reporter:
+            manifest = pull_mlx(
+                store, args.target, name=args.name, revision=args.revision, reporter=reporter
+            )
+    elif path.is_file():
         with byte_progress(path.stat().st_size, "importing") as advance:
             manifest = pull(
                 store, args.target, quant=args.quant, name=args.name, on_progress=advance

@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 from llmedge.engine import Engine
+from llmedge.errors import ModelNotFoundError
 from llmedge.pull import ensure_model
+from llmedge.router import REMOTE
 from llmedge.settings import CLI_FIELDS, add_settings_flags, settings_from_args
 from llmedge.store import Store
+
+ROUTING_FIELDS = ("remote_url", "remote_key", "prefer_backend")
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -19,20 +24,52 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     serve.add_argument(
         "model", nargs="?", metavar="MODEL", help="model to load now (default: the default model)"
     )
-    serve.add_argument("--backend", help="inference backend (default: llama.cpp)")
+    serve.add_argument(
+        "--backend",
+        help="backend for every model: llama.cpp, mlx, mlc, or remote to forward every request "
+        "(default: chosen per model and host; `llmedge route MODEL` explains the choice)",
+    )
+    serve.add_argument(
+        "--remote",
+        dest="remote_url",
+        metavar="URL",
+        help="OpenAI-compatible server (its /v1 URL) that answers for models this host lacks or "
+        "cannot fit [env LLMEDGE_REMOTE_URL]",
+    )
+    serve.add_argument(
+        "--remote-key",
+        dest="remote_key",
+        metavar="KEY",
+        help="API key for the remote engine [env LLMEDGE_REMOTE_KEY]",
+    )
+    serve.add_argument(
+        "--prefer",
+        dest="prefer_backend",
+        metavar="BACKEND",
+        help="backend to try first wherever it can run the model [env LLMEDGE_PREFER_BACKEND]",
+    )
     add_settings_flags(serve, CLI_FIELDS)
     serve.set_defaults(handler=run_serve)
 
 
 def run_serve(args: argparse.Namespace) -> None:
     from llmedge.cli import import_extra
+    from llmedge.commands.route import render
 
     server = import_extra("server", "server")
-    settings = settings_from_args(args, CLI_FIELDS)
+    settings = settings_from_args(args, (*CLI_FIELDS, *ROUTING_FIELDS))
     store = Store(settings.store_dir)
-    manifest = ensure_model(store, args.model or settings.default_model)
-    engine = Engine(
-        settings.with_overrides(default_model=manifest.ref), store, backend=args.backend
-    )
-    engine.load(manifest.ref)
-    server.serve(engine, on_ready=manifest.ref)
+    name = args.model or settings.default_model
+    if args.backend != REMOTE:
+        try:
+            ensure_model(store, name)  # the embedded default model is imported on first use
+        except ModelNotFoundError:
+            if settings.remote_url is None:  # else the remote engine may have it
+                raise
+    engine = Engine(settings.with_overrides(default_model=name), store, backend=args.backend)
+    decision = engine.route(name)
+    print("route: " + render(decision).replace("\n", "\nroute: "), file=sys.stderr, flush=True)
+    decision.raise_if_refused()
+    if decision.backend != REMOTE:
+        engine.load(name)
+    server.serve(engine, on_ready=name)

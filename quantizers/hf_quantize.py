@@ -1,0 +1,142 @@
+"""GPTQ, AWQ and NF4 on a stored safetensors model, measured like the GGUF ladder.
+
+The unquantized `NAME:hf` version is unpacked, quantized into a folder under the store's `tmp/`,
+measured (bits per weight from the safetensors headers; with a report, perplexity against the
+source on the same text and windows as the GGUF report), then packed into the store as
+`NAME:TAG` with its figures in the manifest. The result is served by the transformers backend.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import shutil
+import tempfile
+import time
+from dataclasses import asdict, replace
+from pathlib import Path
+
+from llmedge.backends.transformers_backend import pick_device
+from llmedge.errors import InvalidRequestError
+from llmedge.manifest import Manifest, ModelRef, QuantReport
+from llmedge.model_dir import store_dir, unpacked_dir
+from llmedge.progress import CallbackReporter, Reporter
+from llmedge.settings import Settings
+from llmedge.store import Store
+from quantizers.calibration import Calibration
+from quantizers.gguf_perplexity import EVAL_TEXT_NAME, Perplexity, eval_text
+from quantizers.hf_folder import facts_from_folder, tensor_stats
+from quantizers.hf_method import Method
+from quantizers.hf_perplexity import measure
+from quantizers.hf_source import source_model
+
+DEVICES = ("auto", "cpu", "cuda")
+# Files a quantizer may leave out of its output that serving needs.
+_TOKENIZER_FILES = (
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "tokenizer.model",
+    "chat_template.jinja",
+    "generation_config.json",
+)
+
+
+def resolve_device(device: str) -> str:
+    if device not in DEVICES:
+        raise InvalidRequestError(f"choose a device of {', '.join(DEVICES)}", param="device")
+    if device == "auto":
+        return pick_device()
+    if device == "cuda" and pick_device() != "cuda":
+        raise InvalidRequestError(
+            "no CUDA GPU is usable here (or this torch build has no CUDA); use --device cpu",
+            param="device",
+        )
+    return device
+
+
+def source_perplexity(folder: Path, sha256: str, device: str, text: str) -> Perplexity:
+    """The unquantized model's perplexity, measured once per source, text and device."""
+    key = hashlib.sha256(f"{sha256}:{device}:{text}".encode()).hexdigest()[:32]
+    cache = Settings().home / "cache" / "perplexity" / f"{key}.json"
+    with contextlib.suppress(OSError, ValueError, TypeError):
+        return Perplexity(**json.loads(cache.read_text(encoding="utf-8")))
+    result = measure(folder, device, text)
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    cache.write_text(json.dumps(asdict(result)), encoding="utf-8")
+    return result
+
+
+def quantize_hf(
+    store: Store,
+    name: str,
+    method: Method,
+    *,
+    source_dir: Path | None = None,
+    calibration: Calibration | None = None,
+    report: bool = False,
+    device: str = "auto",
+    reporter: Reporter | None = None,
+) -> Manifest:
+    """Quantize `name`'s safetensors version with `method`; store it as `name:TAG`."""
+    reporter = reporter or CallbackReporter()
+    calibration = calibration or Calibration()
+    device = resolve_device(device)
+    source = source_model(store, name, reporter, source_dir=source_dir)
+    folder = unpacked_dir(store.verified_blob(source))
+    method.check(folder)
+    source_stats = tensor_stats(folder)
+    store.check_free_space(source_stats.nbytes)
+    store.tmp_dir.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix="quantize-", dir=store.tmp_dir))
+    try:
+        out = work / "model"
+        reporter.note(f"quantizing {source.ref} to {method.tag} with {method.library} ({device})")
+        text = eval_text() if report else None
+        started = time.perf_counter()
+        result = method.quantize(folder, out, work, calibration, device, text)
+        seconds = result.seconds or time.perf_counter() - started
+        measured = result.perplexity
+        for file in _TOKENIZER_FILES:
+            if (folder / file).is_file() and not (out / file).exists():
+                shutil.copy2(folder / file, out / file)
+        stats = tensor_stats(out)
+        quant_report = QuantReport(
+            source=source.ref,
+            source_sha256=source.sha256,
+            bits_per_weight=round(8 * stats.nbytes / source_stats.n_elements, 4),
+            seconds=round(seconds, 3),
+        )
+        if text is not None:
+            reporter.note(f"measuring the perplexity of {source.ref} on {EVAL_TEXT_NAME}")
+            baseline = source_perplexity(folder, source.sha256, device, text)
+            if measured is None:
+                reporter.note(f"measuring the perplexity of {name}:{method.tag}")
+                measured = measure(out, device, text)
+            quant_report = replace(
+                quant_report,
+                perplexity=round(measured.value, 4),
+                source_perplexity=round(baseline.value, 4),
+                eval_tokens=measured.tokens,
+                eval_text=EVAL_TEXT_NAME,
+            )
+        origin = {
+            "kind": "quantize",
+            "from": source.ref,
+            "from_sha256": source.sha256,
+            "method": method.format,
+            "library": method.library,
+        }
+        if method.calibrated:
+            origin["calibration"] = (
+                f"{calibration.name} ({calibration.samples} x {calibration.tokens} tokens)"
+            )
+        facts = facts_from_folder(out, method.tag.upper(), source_stats.n_elements)
+        ref = ModelRef(ModelRef.parse(name).name, method.tag)
+        return store_dir(
+            store, out, ref, format=method.format, origin=origin, facts=facts,
+            quant_report=quant_report,
+        )  # fmt: skip
+    finally:
+        shutil.rmtree(work, ignore_errors=True)

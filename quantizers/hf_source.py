@@ -1,0 +1,92 @@
+"""The unquantized safetensors version of a model that GPTQ, AWQ and NF4 start from.
+
+It is stored like any other version, as `NAME:hf` with format `safetensors` (one packed blob,
+see `llmedge.model_dir`), so it is hashed, verified, versioned and served like the rest. It comes
+from a folder the user names (`--source DIR`), or else from the model card's safetensors
+repository on the Hugging Face Hub.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+from pathlib import Path
+
+from llmedge import hub
+from llmedge.cards import all_cards
+from llmedge.errors import InvalidRequestError, ModelNotFoundError
+from llmedge.manifest import Manifest, ModelRef
+from llmedge.model_dir import store_dir
+from llmedge.progress import Reporter
+from llmedge.pull_plan import source_files
+from llmedge.store import Store
+from quantizers.hf_folder import facts_from_folder, read_config, tensor_stats
+
+SOURCE_TAG = "hf"
+SOURCE_FORMAT = "safetensors"
+
+
+def import_folder(store: Store, folder: Path, name: str, origin: dict[str, str]) -> Manifest:
+    """Store an unquantized Hugging Face folder as `name:hf`."""
+    config = read_config(folder)
+    if config.get("quantization_config"):
+        raise InvalidRequestError(
+            f"{folder} is already quantized; GPTQ, AWQ and NF4 start from unquantized weights",
+            param="source",
+        )
+    stats = tensor_stats(folder)
+    facts = facts_from_folder(folder, SOURCE_FORMAT.upper(), stats.n_elements)
+    ref = ModelRef(name, SOURCE_TAG)
+    return store_dir(store, folder, ref, format=SOURCE_FORMAT, origin=origin, facts=facts)
+
+
+def source_model(
+    store: Store, name: str, reporter: Reporter, *, source_dir: Path | None = None
+) -> Manifest:
+    """`name`'s stored safetensors version, imported from `source_dir` or the hub if needed."""
+    ref = ModelRef.parse(name)
+    if ref.tag is not None:
+        manifest = store.resolve(ref)
+        if manifest.format != SOURCE_FORMAT:
+            raise InvalidRequestError(
+                f"{manifest.ref} is a {manifest.format} model; GPTQ, AWQ and NF4 start from "
+                f"unquantized safetensors: name {ref.name}:{SOURCE_TAG} or give --source DIR",
+                param="model",
+            )
+        return manifest
+    if source_dir is not None:
+        reporter.note(f"storing {source_dir} as {ref.name}:{SOURCE_TAG}")
+        origin = {"kind": "import", "path": str(source_dir.resolve())}
+        return import_folder(store, source_dir, ref.name, origin)
+    stored = store.find(ModelRef(ref.name, SOURCE_TAG))
+    if stored is not None:
+        return stored
+    card = all_cards().get(ref.name)
+    if card is None or card.source_repo is None:
+        raise ModelNotFoundError(
+            f"{ref.name}:{SOURCE_TAG}",
+            "give its unquantized Hugging Face folder with --source DIR",
+        )
+    return _download(store, card.source_repo, ref.name, reporter)
+
+
+def _download(store: Store, repo: str, name: str, reporter: Reporter) -> Manifest:
+    """Fetch a safetensors repository's top-level files and store them as `name:hf`."""
+    snapshot = hub.fetch_snapshot(repo)
+    files = [snapshot.file(p) for p in source_files(f.path for f in snapshot.files)]
+    if not any(f.path.endswith(".safetensors") for f in files):
+        raise ModelNotFoundError(f"{repo} (safetensors)", f"{repo} has no .safetensors weights")
+    store.check_free_space(2 * sum(f.size_bytes or 0 for f in files))
+    slug = re.sub(r"[^A-Za-z0-9._-]", "-", repo)
+    workdir = store.downloads_dir / f"{slug}@{snapshot.commit[:12]}"
+    for file in files:
+        destination = workdir / file.path
+        if not destination.is_file():  # else verified by an earlier, interrupted run
+            downloaded = hub.download(store, snapshot, file, reporter)
+            destination.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(downloaded, destination)
+    origin = {"kind": "hub", "repo": repo, "revision": snapshot.commit, "endpoint": hub.endpoint()}
+    manifest = import_folder(store, workdir, name, origin)
+    shutil.rmtree(workdir, ignore_errors=True)
+    return manifest
