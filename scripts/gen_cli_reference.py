@@ -1,7 +1,7 @@
 """Writes the README's command reference from `llmedge --help`, so the docs cannot drift.
 
-    python scripts/gen_cli_reference.py          # rewrite README.md
-    python scripts/gen_cli_reference.py --check  # exit 1 when README.md is out of date
+python scripts/gen_cli_reference.py          # rewrite README.md
+python scripts/gen_cli_reference.py --check  # exit 1 when README.md is out of date
 """
 
 from __future__ import annotations
