@@ -30,7 +30,8 @@ def perplexity_hf(
 
     trained = getattr(model.config, "max_position_embeddings", None) or ctx_tokens
     tokens: list[int] = tokenizer(text, add_special_tokens=False).input_ids
-    bos = tokenizer("", add_special_tokens=True).input_ids[:1]
+    prepended = tokenizer("", add_special_tokens=True).input_ids[:1]
+    bos = prepended if prepended == [tokenizer.bos_token_id] else []
     ctx = min(ctx_tokens, trained, len(tokens))
     if ctx < 16:
         raise QuantizationError(f"the evaluation text is only {len(tokens)} tokens long")

@@ -4,6 +4,8 @@ The unquantized `NAME:hf` version is unpacked, quantized into a folder under the
 measured (bits per weight from the safetensors headers; with a report, perplexity against the
 source on the same text and windows as the GGUF report), then packed into the store as
 `NAME:TAG` with its figures in the manifest. The result is served by the transformers backend.
+The source's perplexity is kept under `<home>/cache/perplexity/`, so quantizing one model
+several ways measures it once.
 """
 
 from __future__ import annotations
@@ -84,6 +86,7 @@ def quantize_hf(
     calibration = calibration or Calibration()
     device = resolve_device(device)
     source = source_model(store, name, reporter, source_dir=source_dir)
+    ref = ModelRef(source.name, method.tag)
     folder = unpacked_dir(store.verified_blob(source))
     method.check(folder)
     source_stats = tensor_stats(folder)
@@ -112,7 +115,7 @@ def quantize_hf(
             reporter.note(f"measuring the perplexity of {source.ref} on {EVAL_TEXT_NAME}")
             baseline = source_perplexity(folder, source.sha256, device, text)
             if measured is None:
-                reporter.note(f"measuring the perplexity of {name}:{method.tag}")
+                reporter.note(f"measuring the perplexity of {ref}")
                 measured = measure(out, device, text)
             quant_report = replace(
                 quant_report,
@@ -133,7 +136,6 @@ def quantize_hf(
                 f"{calibration.name} ({calibration.samples} x {calibration.tokens} tokens)"
             )
         facts = facts_from_folder(out, method.tag.upper(), source_stats.n_elements)
-        ref = ModelRef(ModelRef.parse(name).name, method.tag)
         return store_dir(
             store, out, ref, format=method.format, origin=origin, facts=facts,
             quant_report=quant_report,

@@ -46,6 +46,15 @@ def source_model(
 ) -> Manifest:
     """`name`'s stored safetensors version, imported from `source_dir` or the hub if needed."""
     ref = ModelRef.parse(name)
+    if source_dir is not None:
+        if ref.tag not in (None, SOURCE_TAG):
+            raise InvalidRequestError(
+                f"--source stores a folder as {ref.name}:{SOURCE_TAG}; name {ref.name}, not {ref}",
+                param="model",
+            )
+        reporter.note(f"storing {source_dir} as {ref.name}:{SOURCE_TAG}")
+        origin = {"kind": "import", "path": str(source_dir.resolve())}
+        return import_folder(store, source_dir, ref.name, origin)
     if ref.tag is not None:
         manifest = store.resolve(ref)
         if manifest.format != SOURCE_FORMAT:
@@ -55,10 +64,6 @@ def source_model(
                 param="model",
             )
         return manifest
-    if source_dir is not None:
-        reporter.note(f"storing {source_dir} as {ref.name}:{SOURCE_TAG}")
-        origin = {"kind": "import", "path": str(source_dir.resolve())}
-        return import_folder(store, source_dir, ref.name, origin)
     stored = store.find(ModelRef(ref.name, SOURCE_TAG))
     if stored is not None:
         return stored

@@ -127,7 +127,7 @@ def concurrent(
 def chat_turn_five(url: str, model: str, session: int) -> tuple[float, float]:
     """Time to first token of turn 5 after turns 1-4 ran (cache warm), and of the same
     history behind a different first token (cold)."""
-    filler = " ".join(f"Fact {n}: the number {n} squared is {n * n}." for n in range(40))
+    filler = " ".join(f"Fact {n}: the number {n} squared is {n * n}." for n in range(30))
     history: list[dict[str, str]] = [{"role": "system", "content": f"Session {session}."}]
     for turn in range(1, 5):
         history.append({"role": "user", "content": f"Turn {turn}. Remember these: {filler}"})
@@ -148,7 +148,7 @@ def llama_server(
     command = [
         binary, "-m", str(model), "--host", "127.0.0.1", "--port", str(port),
         "-np", str(parallel), "-c", str(ctx * parallel), "-t", str(settings.threads),
-        "--no-webui",
+        "--no-webui", "--no-kv-unified",
     ]  # fmt: skip
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
@@ -186,7 +186,7 @@ def main() -> None:
     parser.add_argument("--model", default="smollm2-135m")
     parser.add_argument("--llama-server", metavar="PATH", help="llama-server binary to compare")
     parser.add_argument("--parallel", type=int, default=8)
-    parser.add_argument("--ctx", type=int, default=2048, help="context per slot")
+    parser.add_argument("--ctx", type=int, default=4096, help="context per slot")
     parser.add_argument("--tokens", type=int, default=64)
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument(

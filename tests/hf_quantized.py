@@ -28,8 +28,10 @@ from quantizers.hf_source import import_folder
 MODEL = "smollm2-135m"
 SOURCE = f"{MODEL}:hf"
 QUESTION = [{"role": "user", "content": "What is the capital of France?"}]
-# Small calibration keeps GPTQ and AWQ around a minute on two cores.
+# Small calibration keeps GPTQ and AWQ near a minute on two cores. AWQ's scale search costs in
+# proportion to the calibration tokens (20 trial scales, each a forward pass), GPTQ's hardly.
 QUICK_CALIBRATION = ("--calibration-samples", "4", "--calibration-tokens", "128")
+AWQ_CALIBRATION = ("--calibration-samples", "2", "--calibration-tokens", "64")
 
 
 @pytest.fixture(scope="session")
@@ -92,13 +94,11 @@ def shared_store(smollm2_hf: Path, tmp_path_factory: pytest.TempPathFactory) -> 
 
 @pytest.fixture(scope="session")
 def shared_server(shared_store: SharedStore) -> Iterator[str]:
-    """`llmedge serve` on the shared store with the transformers backend; yields its /v1 URL."""
+    """`llmedge serve` on the shared store (the router picks transformers); yields its /v1 URL."""
     if "server" in _SHARED:
         yield _SHARED["server"]
         return
-    with running_server(
-        shared_store.home, SOURCE, "--backend", "transformers", timeout_s=300
-    ) as url:
+    with running_server(shared_store.home, SOURCE, timeout_s=300) as url:
         _SHARED["server"] = url
         try:
             yield url

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 from hf_quantized import (
+    AWQ_CALIBRATION,
     MODEL,
-    QUICK_CALIBRATION,
     SharedStore,
     ask,
     run_quantize,
@@ -26,7 +26,7 @@ def test_awq_quantizes_on_cpu_stores_a_report_and_serves(
     shared_store: SharedStore, shared_server: str
 ) -> None:
     manifest, _ = shared_store.quantize(
-        "--awq", "--group-size", "64", "--report", "--device", "cpu", *QUICK_CALIBRATION
+        "--awq", "--group-size", "64", "--report", "--device", "cpu", *AWQ_CALIBRATION
     )
     assert manifest.ref == f"{MODEL}:awq-4bit-g64" and manifest.format == "awq"
     assert manifest.source["library"] == "GPTQModel"

@@ -75,7 +75,7 @@ def _random_smollm2_shape(base: Path) -> Path:
 @pytest.fixture(scope="module")
 def cuda_server(cuda_store: SharedStore) -> Iterator[str]:
     """One server on the GPU for the three tests; it loads each quantized model on demand."""
-    with running_server(cuda_store.home, SOURCE, "--backend", "transformers", timeout_s=240) as url:
+    with running_server(cuda_store.home, SOURCE, timeout_s=240) as url:
         yield url
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from fake_hub import FakeHub, cli_env, run_llmedge
 from hf_quantized import (
     MODEL,
     SharedStore,
@@ -15,6 +16,11 @@ from hf_quantized import (
     shared_store,
     smollm2_hf,
 )
+from tiny_llama import build_tiny_llama
+
+from llmedge import find_card
+from llmedge.manifest import ModelRef
+from llmedge.store import Store
 
 __all__ = ["shared_server", "shared_store", "smollm2_hf"]  # fixtures, imported for pytest
 pytestmark = pytest.mark.e2e
@@ -41,3 +47,24 @@ def test_cuda_is_refused_with_advice_where_there_is_none(llmedge_home: Path) -> 
     assert "no CUDA GPU is usable here (or this torch build has no CUDA); use --device cpu" in (
         result.stderr
     )
+
+
+def test_a_model_without_a_stored_source_is_fetched_from_its_cards_repository(
+    tmp_path: Path, llmedge_home: Path
+) -> None:
+    # The card's safetensors repository, on a loopback hub; a tiny Llama stands in for
+    # SmolLM2's weights there, so the download and the NF4 run take seconds.
+    folder = build_tiny_llama(tmp_path / "tiny")
+    with FakeHub() as hub:
+        hub.push(find_card(MODEL).source_repo, {p.name: p for p in folder.iterdir()})
+        env = cli_env(hub, llmedge_home, tmp_path / "hf-home")
+        result = run_llmedge(env, "quantize", MODEL, "--nf4")
+    assert result.returncode == 0, result.stdout + result.stderr
+    store = Store(llmedge_home / "store")
+    source = store.resolve(ModelRef(MODEL, "hf"))
+    assert source.format == "safetensors" and source.source["kind"] == "hub"
+    assert source.source["repo"] == "HuggingFaceTB/SmolLM2-135M-Instruct"
+    made = store.resolve(ModelRef(MODEL, "nf4"))
+    assert made.quant_report is not None and made.quant_report.source_sha256 == source.sha256
+    # The downloaded folder went into the store and is gone from downloads/.
+    assert not [*store.downloads_dir.glob("*@*"), *store.downloads_dir.glob("*.part")]

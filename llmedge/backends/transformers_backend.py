@@ -2,7 +2,7 @@
 
 A model arrives as a packed folder from the store (see `llmedge.model_dir`) or as a folder.
 What it holds is read from its `config.json`: GPTQ and AWQ checkpoints load through GPTQModel
-(its torch kernels on CPU, its best kernel on CUDA), NF4 through bitsandbytes, and plain weights
+(its torch kernels on CPU, its Triton kernels on CUDA), NF4 through bitsandbytes, and plain weights
 through transformers alone. Generation is a token-by-token loop over the KV cache, so every
 token streams as soon as it is sampled and a cancelled request stops at the next one.
 """
@@ -106,14 +106,13 @@ def gptqmodel_kernel(method: str, device: str, bits: int = 4) -> Any:
     """The GPTQModel kernel for a method on a device.
 
     CPU: the portable torch kernels (the fused ones need particular CPU features). CUDA: the
-    Triton kernels, which compile in seconds; AUTO would pick Marlin or Machete, whose CUDA
-    extensions GPTQModel builds with nvcc on first use, for minutes. 3-bit GPTQ has no Triton
-    kernel and stays on torch.
+    Triton kernels for GPTQ, which compile in seconds; AUTO would pick Marlin or Machete, whose
+    CUDA extensions GPTQModel builds with nvcc on first use, for minutes. AWQ stays on the torch
+    kernel everywhere: GPTQModel 7.6's AWQ Triton kernel cannot pack the GEMM format (seen on an
+    H200). 3-bit GPTQ has no Triton kernel and stays on torch.
     """
     backend = import_gptqmodel().BACKEND
-    if device == "cuda" and method == "awq":
-        return backend.AWQ_GEMM_TRITON
-    if device == "cuda" and bits in (2, 4, 8):
+    if device == "cuda" and method == "gptq" and bits in (2, 4, 8):
         return backend.GPTQ_TRITON
     return backend.AWQ_TORCH if method == "awq" else backend.GPTQ_TORCH
 
@@ -125,13 +124,10 @@ def load_causal_lm(folder: Path, device: str) -> tuple[Any, Any]:
 
     method = quant_method(folder)
     if method in ("gptq", "awq"):
-        gptqmodel = import_gptqmodel()
-        kernel = gptqmodel.BACKEND.AUTO
-        if device == "cpu":  # the portable kernels; the fused ones need CPU features
-            kernel = (
-                gptqmodel.BACKEND.GPTQ_TORCH if method == "gptq" else gptqmodel.BACKEND.AWQ_TORCH
-            )
-        model = gptqmodel.GPTQModel.load(str(folder), device=device, backend=kernel).model
+        config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+        kernel = gptqmodel_kernel(method, device, int(config["quantization_config"]["bits"]))
+        loaded = import_gptqmodel().GPTQModel.load(str(folder), device=device, backend=kernel)
+        model = loaded.model
     elif method == "nf4":
         model = AutoModelForCausalLM.from_pretrained(folder, device_map=device)
     else:  # CPUs are fastest in float32; GPUs get the checkpoint's own half precision
@@ -177,7 +173,8 @@ class TransformersModel:
         trained = getattr(self._model.config, "max_position_embeddings", None)
         self._ctx_tokens = min(options.ctx_tokens, trained or options.ctx_tokens)
         self._eos = self._stop_ids()
-        self._bos = tok("", add_special_tokens=True).input_ids[:1]  # what the tokenizer prepends
+        prepended = tok("", add_special_tokens=True).input_ids[:1]
+        self._bos = prepended if prepended == [tok.bos_token_id] else []  # added by the tokenizer
         self._template = ChatTemplate(
             tok.chat_template, bos_token=tok.bos_token or "", eos_token=tok.eos_token or ""
         )

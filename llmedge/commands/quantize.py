@@ -48,7 +48,11 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     for method, text in (
         ("gptq", "GPTQ through GPTQModel (--bits, --group-size, calibration)"),
-        ("awq", "AWQ, 4-bit, through GPTQModel (--group-size, calibration)"),
+        (
+            "awq",
+            "AWQ, 4-bit, through GPTQModel (--group-size, calibration; on a CPU its search "
+            "takes time in proportion to the calibration tokens)",
+        ),
         ("nf4", "NF4 with double quantization, through bitsandbytes"),
     ):
         targets.add_argument(
