@@ -31,7 +31,7 @@ QUESTION = [{"role": "user", "content": "What is the capital of France?"}]
 # Small calibration keeps GPTQ and AWQ near a minute on two cores. AWQ's scale search costs in
 # proportion to the calibration tokens (20 trial scales, each a forward pass), GPTQ's hardly.
 QUICK_CALIBRATION = ("--calibration-samples", "4", "--calibration-tokens", "128")
-AWQ_CALIBRATION = ("--calibration-samples", "2", "--calibration-tokens", "64")
+AWQ_CALIBRATION = ("--calibration-samples", "1", "--calibration-tokens", "64")
 
 
 @pytest.fixture(scope="session")

@@ -30,6 +30,7 @@ def test_awq_quantizes_on_cpu_stores_a_report_and_serves(
     )
     assert manifest.ref == f"{MODEL}:awq-4bit-g64" and manifest.format == "awq"
     assert manifest.source["library"] == "GPTQModel"
+    assert manifest.source["calibration"] == "calibration.txt (1 x 64 tokens)"
     shared_store.check_report(manifest, max_bits=7.5, max_ratio=2.0)
     assert ask(shared_server, manifest.ref).strip()
 
