@@ -13,8 +13,9 @@
 #
 # Wheels, for Python 3.12 on x86-64, fetched beforehand on a machine with internet into .whl/
 # (54 MB; the script installs what is there into /tmp/site, without an index). The image has
-# torch, transformers, accelerate, safetensors, numpy, pyarrow, pandas, xxhash, rich, psutil,
-# jinja2, httpx and pytest; these are what it lacks:
+# torch, transformers, accelerate, safetensors, numpy, pyarrow, pandas, xxhash, sentencepiece,
+# rich, psutil, jinja2, httpx, pytest and pytest-timeout; these are what it lacks (.whl/ is
+# git-ignored, so a remote run must carry it):
 #
 #   P="--only-binary=:all: --no-deps --python-version 3.12 --implementation cp \
 #      --platform manylinux_2_28_x86_64 --platform manylinux_2_27_x86_64 \
@@ -34,7 +35,8 @@
 #   # the wheels anywhere:
 #   pip wheel --no-deps -w .whl gptqmodel==7.6.0 device-smi==0.5.7 logbar==0.4.15 \
 #       tokenicer==0.0.14 defuser==0.0.28
-#   # PyPcre is C (it bundles PCRE2): its source is built here with the image's cmake and ninja:
+#   # PyPcre is C, linked against the system's libpcre2-8 (in every Ubuntu image); its source
+#   # is built on the GPU machine with the image's compiler, cmake and ninja (seconds):
 #   pip download --no-deps -d .whl pypcre==0.6.4
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -55,7 +57,7 @@ if compgen -G "$WHEELS/*.whl" >/dev/null; then
 fi
 export PYTHONPATH="$SITE${PYTHONPATH:+:$PYTHONPATH}"
 if ! "$PY" -c "import pcre" 2>/dev/null && compgen -G "$WHEELS/pypcre-*.tar.gz" >/dev/null; then
-    echo "building PyPcre from source (about a minute)"
+    echo "building PyPcre from source"
     "$PY" -m pip install -q --no-index --no-deps --no-build-isolation --no-cache-dir \
         --target "$SITE" "$WHEELS"/pypcre-*.tar.gz || exit 3
 fi
