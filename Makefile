@@ -7,11 +7,21 @@ LITERT_VENV ?= .venv-litert
 LITERT_STAMP := $(LITERT_VENV)/.installed
 export LLMEDGE_LITERT_PYTHON ?= $(abspath $(LITERT_VENV))/bin/python
 
+LLAMA_CPP := $(shell sed -n 's/.*"\(llama-cpp-python==[0-9.]*\)".*/\1/p' pyproject.toml)
+# llama.cpp is compiled for this machine's CPU, without AMX: some virtual machines report AMX but
+# fault on its first tile instruction. Built here, not taken from pip's cache, whose wheel may have
+# been compiled for another CPU.
+ifeq ($(shell uname -m),x86_64)
+NO_AMX := -mno-amx-tile -mno-amx-int8 -mno-amx-bf16
+export CMAKE_ARGS ?= -DCMAKE_C_FLAGS="$(NO_AMX)" -DCMAKE_CXX_FLAGS="$(NO_AMX)"
+endif
+
 .PHONY: setup chat serve test lint bench
 
 $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet --no-cache-dir --no-binary llama-cpp-python '$(LLAMA_CPP)'
 	$(PY) -m pip install --quiet -e '.[all,test]'
 	touch $(STAMP)
 
@@ -33,6 +43,7 @@ serve: setup
 lint: setup
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/lint-imports
 	$(VENV)/bin/mypy
 
 test: lint $(LITERT_STAMP)

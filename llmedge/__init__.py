@@ -1,17 +1,21 @@
 """llmedge: run LLMs on the machine in front of you.
 
-The public API that `server`, `tui`, `quantizers` and third-party code build on.
+The public API that `server`, `tui`, `quantizers`, `vision` and third-party code build on. Errors
+and the generation types load with the package; everything else loads on first use, so
+`import llmedge` (and `llmedge --help`) never starts an engine.
 """
 
 from __future__ import annotations
 
-from llmedge.cards import ModelCard, all_cards, find_card
-from llmedge.engine import Engine, EngineBusyError, GenerationStream, LoadedEntry, PreparedPrompt
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from llmedge.errors import (
     BackendUnavailableError,
     ContextLengthExceededError,
     CorruptModelError,
     DownloadError,
+    EngineBusyError,
     ExtraNotInstalledError,
     InsufficientMemoryError,
     InvalidModelFileError,
@@ -28,12 +32,44 @@ from llmedge.generation import (
     TokenLogprob,
     ToolCall,
 )
-from llmedge.model_facts import ModelFacts
-from llmedge.pull import ensure_model, pull
-from llmedge.settings import Settings
-from llmedge.store import Manifest, ModelRef, Store
+
+if TYPE_CHECKING:
+    from llmedge.cards import ModelCard, all_cards, find_card
+    from llmedge.engine import Engine, GenerationStream, LoadedEntry, PreparedPrompt
+    from llmedge.gguf import ModelFacts
+    from llmedge.hub import ensure_model, pull
+    from llmedge.settings import Settings
+    from llmedge.store import Manifest, ModelRef, Store
 
 __version__ = "0.1.0"
+
+# Where each lazily loaded name lives.
+_LAZY = {
+    "ModelCard": "llmedge.cards",
+    "all_cards": "llmedge.cards",
+    "find_card": "llmedge.cards",
+    "Engine": "llmedge.engine",
+    "GenerationStream": "llmedge.engine",
+    "LoadedEntry": "llmedge.engine",
+    "PreparedPrompt": "llmedge.engine",
+    "ModelFacts": "llmedge.gguf",
+    "ensure_model": "llmedge.hub",
+    "pull": "llmedge.hub",
+    "Settings": "llmedge.settings",
+    "Manifest": "llmedge.store",
+    "ModelRef": "llmedge.store",
+    "Store": "llmedge.store",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'llmedge' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
 
 __all__ = [
     "BackendUnavailableError",

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import tomllib
 from functools import cache
-from importlib import resources
+from importlib import metadata, resources
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -109,3 +109,15 @@ def find_card(name: str) -> ModelCard:
     if name not in cards:
         raise ModelNotFoundError(name, f"known models: {', '.join(sorted(cards))}")
     return cards[name]
+
+
+def embedded_file(card: ModelCard) -> Path | None:
+    """Where the card's embedded file is installed, found without importing its package."""
+    if card.embedded is None:
+        return None
+    try:
+        dist = metadata.distribution(card.embedded.package)
+    except metadata.PackageNotFoundError:
+        return None
+    path = Path(str(dist.locate_file(card.embedded.file)))
+    return path if path.is_file() else None

@@ -115,8 +115,87 @@ class DownloadError(LlmedgeError):
     code = "download_failed"
 
 
+class HubAccessError(DownloadError):
+    """A repository the hub refuses to serve without (other) credentials: gated or private."""
+
+    http_status = 403
+    code = "hub_access_denied"
+
+    def __init__(self, repo: str, status: int, *, gated: bool, page: str, token_set: bool) -> None:
+        self.repo = repo
+        self.status = status
+        self.gated = gated
+        if gated and token_set:
+            hint = f"the token in HF_TOKEN has no access yet: accept the license at {page}"
+        elif gated:
+            hint = f"accept its license at {page}, then set HF_TOKEN to a token of that account"
+        else:
+            hint = "it may be private: set HF_TOKEN to a token that can read it"
+        super().__init__(f"{repo} refused the download (HTTP {status}, gated={gated}); {hint}")
+
+
+class HubUnreachableError(DownloadError):
+    """No answer from the hub: offline, a dropped network, or HF_HUB_OFFLINE set."""
+
+    code = "hub_unreachable"
+
+    def __init__(self, endpoint: str, reason: str) -> None:
+        self.reason = reason
+        super().__init__(
+            f"cannot reach {endpoint} ({reason}); check the connection or HF_ENDPOINT and pull "
+            "again (a pull resumes where it stopped); models already stored keep working offline"
+        )
+
+
+class HashMismatchError(DownloadError):
+    """A downloaded file whose hash differs from the one the hub published for it."""
+
+    code = "hash_mismatch"
+
+    def __init__(self, repo: str, path: str, expected: str, actual: str) -> None:
+        self.repo = repo
+        self.path = path
+        self.expected = expected
+        self.actual = actual
+        super().__init__(
+            f"{repo}/{path} arrived damaged: its hash is {actual[:16]}…, the hub published "
+            f"{expected[:16]}…; the download was deleted, nothing was stored; pull again"
+        )
+
+
 class StoreError(LlmedgeError):
     """A store operation that cannot be carried out (no disk space, a name that is not allowed)."""
+
+
+class PackedModelError(LlmedgeError):
+    """A model folder that cannot be packed, or a blob that does not unpack into one."""
+
+    code = "model_corrupt"
+
+
+class QuantizationError(LlmedgeError):
+    """A conversion or quantization that failed; the message names the step and the way out."""
+
+    code = "quantization_failed"
+
+
+class EngineBusyError(LlmedgeError):
+    """Every slot and queue place for a model is taken; try again shortly."""
+
+    http_status = 503
+    code = "server_busy"
+    retry_after_s = 2
+
+
+class DecodeError(LlmedgeError):
+    """The engine failed to decode a batch."""
+
+
+class RemoteServerError(LlmedgeError):
+    """A server llmedge talks to as a client (the chat's --url) failed in a way the user can act
+    on: it is down, or it refused the key."""
+
+    code = "remote_server_error"
 
 
 class ExtraNotInstalledError(LlmedgeError, ImportError):

@@ -7,7 +7,6 @@ plain data. Each probe degrades to "unknown" rather than failing: a missing /pro
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import platform
 import re
@@ -18,7 +17,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import psutil  # type: ignore[import-untyped,unused-ignore]
+import psutil
 
 # SIMD features worth naming, as /proc/cpuinfo spells them -> as llama.cpp names them.
 X86_FEATURES = {
@@ -233,30 +232,8 @@ def llama_cpp_features(system_info: str) -> tuple[str, ...]:
     return tuple(m.group(1) for m in re.finditer(r"(\w+) = 1\b", system_info))
 
 
-def _backends() -> tuple[BackendFacts, ...]:
-    from llmedge.backends import backend_names, get_backend
-
-    found = []
-    for name in backend_names():
-        availability = get_backend(name).probe()
-        features: tuple[str, ...] = ()
-        if name == "llama.cpp" and availability.available:
-            import llama_cpp
-
-            features = llama_cpp_features(llama_cpp.llama_print_system_info().decode())
-        found.append(BackendFacts(name, availability.available, availability.reason, features))
-    for name, module in KNOWN_ENGINES.items():
-        if name not in {b.name for b in found}:
-            installed = importlib.util.find_spec(module) is not None
-            why = (
-                "installed; no llmedge backend registered for it" if installed else "not installed"
-            )
-            found.append(BackendFacts(name, False, f"{module} {why}"))
-    return tuple(found)
-
-
-def probe_host(include_backends: bool = True) -> HostFacts:
-    """Probe this machine. `include_backends=False` skips importing the engines."""
+def probe_host() -> HostFacts:
+    """Probe this machine (its backends are probed by `llmedge.routing.facts.with_backends`)."""
     machine = platform.machine()
     cpu_model, simd = cpu_model_and_simd(_read("/proc/cpuinfo"), machine)
     if sys.platform == "darwin":
@@ -286,6 +263,13 @@ def probe_host(include_backends: bool = True) -> HostFacts:
         available_ram_bytes=available,
         gpus=gpus,
         apple=_apple(),
-        backends=_backends() if include_backends else (),
         notes=tuple(notes + gpu_notes),
     )
+
+
+def peak_rss_bytes() -> int:
+    """The process's peak resident memory so far."""
+    import resource  # Unix only
+
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak if sys.platform == "darwin" else peak * 1024

@@ -12,23 +12,17 @@ from pathlib import Path
 from typing import ClassVar, Literal
 
 from llmedge.errors import InvalidRequestError
-from quantizers.calibration import Calibration
-from quantizers.gptqmodel_run import make_job, run_job
+from quantizers.gptqmodel_run import GptqModelMethod
 from quantizers.hf_folder import linear_widths
-from quantizers.hf_method import Quantized
 
 GROUP_SIZES = (32, 64, 128)
 
 
 @dataclass(frozen=True)
-class Awq:
+class Awq(GptqModelMethod):
     """AWQ at 4 bits with one scale per `group_size` inputs."""
 
-    bits: int = 4
-    group_size: int = 128
     format: ClassVar[Literal["awq"]] = "awq"
-    library: ClassVar[str] = "GPTQModel"
-    calibrated: ClassVar[bool] = True
 
     @property
     def tag(self) -> str:
@@ -53,17 +47,3 @@ class Awq:
                 f"{', '.join(f'{k} ({v})' for k, v in ragged.items())}; {hint}",
                 param="group_size",
             )
-
-    def quantize(
-        self,
-        source: Path,
-        out: Path,
-        work: Path,
-        calibration: Calibration,
-        device: str,
-        eval_text: str | None,
-    ) -> Quantized:
-        job = make_job(
-            self.format, self.bits, self.group_size, source, out, calibration, device, eval_text
-        )
-        return run_job(job, work)

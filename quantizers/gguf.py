@@ -14,16 +14,16 @@ import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from llmedge.errors import ExtraNotInstalledError, InvalidRequestError
-from llmedge.gguf_header import read_gguf_header
-from llmedge.manifest import Manifest, ModelRef, QuantReport
+from llmedge.errors import ExtraNotInstalledError, InvalidRequestError, QuantizationError
+from llmedge.gguf import read_gguf_header
+from llmedge.gguf.quant_types import FLOAT_TYPES, LADDER, file_type_id, normalize
+from llmedge.hub.pull import pull, store_built_file
 from llmedge.progress import CallbackReporter, Reporter
-from llmedge.pull import pull, store_built_file
-from llmedge.quant_types import FLOAT_TYPES, LADDER, QuantizationError, file_type_id, normalize
 from llmedge.settings import Settings
-from llmedge.store import Store
+from llmedge.store import Manifest, ModelRef, QuantReport, Store
 from quantizers.gguf_convert import convert
-from quantizers.gguf_perplexity import EVAL_TEXT_NAME, Perplexity, eval_text, perplexity
+from quantizers.gguf_perplexity import perplexity
+from quantizers.perplexity import EVAL_TEXT_NAME, Perplexity, eval_text
 
 __all__ = ["LADDER", "TOOLS", "bits_per_weight", "quantize_file", "quantize_model"]
 
@@ -183,7 +183,7 @@ def quantize_model(
 
 
 class _Tools:
-    """What `llmedge.pull` needs to turn a safetensors repository into a quantized GGUF."""
+    """What `llmedge.hub.pull` needs to turn a safetensors repository into a quantized GGUF."""
 
     @staticmethod
     def convert(source_dir: Path, out_path: Path, outtype: str) -> None:

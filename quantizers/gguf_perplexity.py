@@ -1,35 +1,19 @@
-"""Perplexity of a GGUF model on a text, the way llama.cpp's perplexity tool measures it.
-
-The text is cut into chunks of `ctx_tokens`; each chunk starts with the model's BOS token (when it
-uses one) and only its second half is scored, so every scored token sees at least half a window
-of context. The result is exp(mean negative log-likelihood) over the scored tokens.
-"""
+"""Perplexity of a GGUF model on a text, through llama.cpp on the CPU (see `perplexity`)."""
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
 
-from llmedge.gguf_header import read_gguf_header
-from llmedge.model_facts import facts_from_header
-from llmedge.quant_types import QuantizationError
-
-EVAL_TEXT_NAME = "perplexity.txt"
-DEFAULT_CTX_TOKENS = 512
-MAX_CHUNKS = 8
-
-
-@dataclass(frozen=True)
-class Perplexity:
-    value: float
-    tokens: int
-
-
-def eval_text() -> str:
-    """The English text shipped with llmedge for comparing quantizations."""
-    return (resources.files("quantizers") / "data" / EVAL_TEXT_NAME).read_text(encoding="utf-8")
+from llmedge.errors import QuantizationError
+from llmedge.gguf import facts_from_header, read_gguf_header
+from quantizers.perplexity import (
+    DEFAULT_CTX_TOKENS,
+    MAX_CHUNKS,
+    Perplexity,
+    measure_windows,
+    windows,
+)
 
 
 def perplexity(
@@ -59,28 +43,21 @@ def perplexity(
         )
     except ValueError as exc:
         raise QuantizationError(f"llama.cpp could not load {path}: {exc}") from exc
+
+    def log_likelihood(window: list[int], first: int) -> float:
+        model.reset()  # type: ignore[no-untyped-call]
+        model.eval(window)
+        # Logits at position i predict token i + 1: rows first - 1 .. len - 2.
+        logits = np.asarray(model.scores[: len(window) - 1], dtype=np.float64)[first - 1 :]
+        top = logits.max(axis=1, keepdims=True)
+        log_norm = np.log(np.exp(logits - top).sum(axis=1)) + top[:, 0]
+        targets = np.asarray(window[first:])
+        return float((logits[np.arange(len(targets)), targets] - log_norm).sum())
+
     try:
         tokens = model.tokenize(text.encode("utf-8"), add_bos=False, special=False)
         bos = model.tokenize(b"", add_bos=True)
-        ctx = min(ctx_tokens, len(tokens))
-        if ctx < 16:
-            raise QuantizationError(f"the evaluation text is only {len(tokens)} tokens long")
-        nll = 0.0
-        scored = 0
-        first = ctx // 2
-        for start in range(0, min(len(tokens) // ctx, max_chunks) * ctx, ctx):
-            chunk = tokens[start : start + ctx]
-            if bos:
-                chunk[0] = bos[0]
-            model.reset()  # type: ignore[no-untyped-call]
-            model.eval(chunk)
-            logits = np.asarray(model.scores[: ctx - 1], dtype=np.float64)[first - 1 :]
-            top = logits.max(axis=1, keepdims=True)
-            log_norm = np.log(np.exp(logits - top).sum(axis=1)) + top[:, 0]
-            targets = np.asarray(chunk[first:])
-            picked = logits[np.arange(len(targets)), targets]
-            nll -= float((picked - log_norm).sum())
-            scored += len(targets)
-        return Perplexity(float(np.exp(nll / scored)), scored)
+        chunks = windows(tokens, bos[0] if bos else None, ctx_tokens, max_chunks)
+        return measure_windows(chunks, log_likelihood)
     finally:
         model.close()

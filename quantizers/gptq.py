@@ -12,23 +12,17 @@ from pathlib import Path
 from typing import ClassVar, Literal
 
 from llmedge.errors import InvalidRequestError
-from quantizers.calibration import Calibration
-from quantizers.gptqmodel_run import make_job, run_job
-from quantizers.hf_method import Quantized
+from quantizers.gptqmodel_run import GptqModelMethod
 
 BITS = (2, 3, 4, 8)
 GROUP_SIZES = (-1, 16, 32, 64, 128, 256, 512, 1024)
 
 
 @dataclass(frozen=True)
-class Gptq:
+class Gptq(GptqModelMethod):
     """GPTQ with `bits` per weight and one scale per `group_size` inputs (-1: per column)."""
 
-    bits: int = 4
-    group_size: int = 128
     format: ClassVar[Literal["gptq"]] = "gptq"
-    library: ClassVar[str] = "GPTQModel"
-    calibrated: ClassVar[bool] = True
 
     @property
     def tag(self) -> str:
@@ -45,17 +39,3 @@ class Gptq:
             raise InvalidRequestError(
                 f"choose a --group-size of {', '.join(map(str, GROUP_SIZES))}", param="group_size"
             )
-
-    def quantize(
-        self,
-        source: Path,
-        out: Path,
-        work: Path,
-        calibration: Calibration,
-        device: str,
-        eval_text: str | None,
-    ) -> Quantized:
-        job = make_job(
-            self.format, self.bits, self.group_size, source, out, calibration, device, eval_text
-        )
-        return run_job(job, work)

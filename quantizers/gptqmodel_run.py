@@ -18,14 +18,13 @@ import threading
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Literal
+from typing import ClassVar, Literal
 
-from llmedge.errors import ExtraNotInstalledError
-from llmedge.quant_types import QuantizationError
+from llmedge.errors import ExtraNotInstalledError, QuantizationError
 from quantizers.calibration import Calibration, calibration_samples
-from quantizers.gguf_perplexity import Perplexity
 from quantizers.hf_folder import tensor_stats
 from quantizers.hf_method import Quantized
+from quantizers.perplexity import Perplexity
 
 _TAIL_CHARS = 2000
 _RESULT = "result.json"
@@ -57,7 +56,7 @@ def make_job(
     eval_text: str | None,
 ) -> GptqModelJob:
     """A job whose calibration windows are cut with the source model's own tokenizer."""
-    import psutil  # type: ignore[import-untyped,unused-ignore]
+    import psutil
     from transformers import AutoTokenizer
 
     samples = calibration_samples(AutoTokenizer.from_pretrained(source), calibration)
@@ -104,6 +103,31 @@ def run_job(job: GptqModelJob, work: Path) -> Quantized:
     found = json.loads((work / _RESULT).read_text(encoding="utf-8"))
     measured = found.get("perplexity")
     return Quantized(found["seconds"], Perplexity(**measured) if measured else None)
+
+
+@dataclass(frozen=True)
+class GptqModelMethod:
+    """A method GPTQModel runs (GPTQ and AWQ): the same job, other formats and checks."""
+
+    bits: int = 4
+    group_size: int = 128
+    format: ClassVar[Literal["gptq", "awq"]]
+    library: ClassVar[str] = "GPTQModel"
+    calibrated: ClassVar[bool] = True
+
+    def quantize(
+        self,
+        source: Path,
+        out: Path,
+        work: Path,
+        calibration: Calibration,
+        device: str,
+        eval_text: str | None,
+    ) -> Quantized:
+        job = make_job(
+            self.format, self.bits, self.group_size, source, out, calibration, device, eval_text
+        )
+        return run_job(job, work)
 
 
 def _exit_with_parent() -> None:

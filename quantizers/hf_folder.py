@@ -13,8 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from llmedge.model_facts import ModelFacts
-from llmedge.quant_types import QuantizationError
+from llmedge.errors import QuantizationError
+from llmedge.gguf import ModelFacts
 
 _HEADER_LIMIT_BYTES = 100 << 20
 

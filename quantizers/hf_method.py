@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Protocol
 
 from quantizers.calibration import Calibration
-from quantizers.gguf_perplexity import Perplexity
+from quantizers.perplexity import Perplexity
 
 
 @dataclass(frozen=True)

@@ -21,17 +21,16 @@ from pathlib import Path
 
 from llmedge.backends.transformers_backend import pick_device
 from llmedge.errors import InvalidRequestError
-from llmedge.manifest import Manifest, ModelRef, QuantReport
-from llmedge.model_dir import store_dir, unpacked_dir
 from llmedge.progress import CallbackReporter, Reporter
 from llmedge.settings import Settings
-from llmedge.store import Store
+from llmedge.store import Manifest, ModelRef, QuantReport, Store
+from llmedge.store.folders import store_dir, unpacked_dir
 from quantizers.calibration import Calibration
-from quantizers.gguf_perplexity import EVAL_TEXT_NAME, Perplexity, eval_text
 from quantizers.hf_folder import facts_from_folder, tensor_stats
 from quantizers.hf_method import Method
 from quantizers.hf_perplexity import measure
 from quantizers.hf_source import source_model
+from quantizers.perplexity import EVAL_TEXT_NAME, Perplexity, eval_text
 
 DEVICES = ("auto", "cpu", "cuda")
 # Files a quantizer may leave out of its output that serving needs.

@@ -1,26 +1,23 @@
 """The unquantized safetensors version of a model that GPTQ, AWQ and NF4 start from.
 
 It is stored like any other version, as `NAME:hf` with format `safetensors` (one packed blob,
-see `llmedge.model_dir`), so it is hashed, verified, versioned and served like the rest. It comes
-from a folder the user names (`--source DIR`), or else from the model card's safetensors
+see `llmedge.store.folders`), so it is hashed, verified, versioned and served like the rest. It
+comes from a folder the user names (`--source DIR`), or else from the model card's safetensors
 repository on the Hugging Face Hub.
 """
 
 from __future__ import annotations
 
-import os
-import re
 import shutil
 from pathlib import Path
 
-from llmedge import hub
 from llmedge.cards import all_cards
 from llmedge.errors import InvalidRequestError, ModelNotFoundError
-from llmedge.manifest import Manifest, ModelRef
-from llmedge.model_dir import store_dir
+from llmedge.hub import hf
+from llmedge.hub.plan import source_files
 from llmedge.progress import Reporter
-from llmedge.pull_plan import source_files
-from llmedge.store import Store
+from llmedge.store import Manifest, ModelRef, Store
+from llmedge.store.folders import store_dir
 from quantizers.hf_folder import facts_from_folder, read_config, tensor_stats
 
 SOURCE_TAG = "hf"
@@ -78,20 +75,12 @@ def source_model(
 
 def _download(store: Store, repo: str, name: str, reporter: Reporter) -> Manifest:
     """Fetch a safetensors repository's top-level files and store them as `name:hf`."""
-    snapshot = hub.fetch_snapshot(repo)
+    snapshot = hf.fetch_snapshot(repo)
     files = [snapshot.file(p) for p in source_files(f.path for f in snapshot.files)]
     if not any(f.path.endswith(".safetensors") for f in files):
         raise ModelNotFoundError(f"{repo} (safetensors)", f"{repo} has no .safetensors weights")
-    store.check_free_space(2 * sum(f.size_bytes or 0 for f in files))
-    slug = re.sub(r"[^A-Za-z0-9._-]", "-", repo)
-    workdir = store.downloads_dir / f"{slug}@{snapshot.commit[:12]}"
-    for file in files:
-        destination = workdir / file.path
-        if not destination.is_file():  # else verified by an earlier, interrupted run
-            downloaded = hub.download(store, snapshot, file, reporter)
-            destination.parent.mkdir(parents=True, exist_ok=True)
-            os.replace(downloaded, destination)
-    origin = {"kind": "hub", "repo": repo, "revision": snapshot.commit, "endpoint": hub.endpoint()}
+    workdir = hf.download_folder(store, snapshot, [f.path for f in files], reporter)
+    origin = {"kind": "hub", "repo": repo, "revision": snapshot.commit, "endpoint": hf.endpoint()}
     manifest = import_folder(store, workdir, name, origin)
     shutil.rmtree(workdir, ignore_errors=True)
     return manifest

@@ -18,10 +18,10 @@ import tempfile
 import time
 from pathlib import Path
 
-from llmedge.cards import find_card
+from llmedge.cards import embedded_file, find_card
+from llmedge.gguf.quant_types import LADDER
+from llmedge.hub import import_gguf
 from llmedge.progress import CallbackReporter
-from llmedge.pull import embedded_file, import_gguf
-from llmedge.quant_types import LADDER
 from llmedge.settings import Settings
 from llmedge.store import ModelRef, Store
 from quantizers.gguf import quantize_file, quantize_stored

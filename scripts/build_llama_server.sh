@@ -11,7 +11,11 @@ if [ ! -d src ]; then
   python3 -m pip download --quiet --no-deps --no-binary :all: "llama-cpp-python==$version" -d sdist
   mkdir -p src && tar -xzf sdist/llama_cpp_python-"$version".tar.gz -C src --strip-components 1
 fi
+# The same flags as llama-cpp-python's build in the Makefile: native, without AMX.
+flags=""
+[ "$(uname -m)" = x86_64 ] && flags="-mno-amx-tile -mno-amx-int8 -mno-amx-bf16"
 cmake -S src/vendor/llama.cpp -B cmake-build -DCMAKE_BUILD_TYPE=Release \
+  -DCMAKE_C_FLAGS="$flags" -DCMAKE_CXX_FLAGS="$flags" \
   -DLLAMA_BUILD_SERVER=ON -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_CURL=OFF \
   -DLLAMA_OPENSSL=OFF -DBUILD_SHARED_LIBS=OFF >/dev/null
 cmake --build cmake-build --target llama-server -j "$(nproc)" >/dev/null

@@ -291,7 +291,7 @@ def worker(path: str, point: Point, threads: int) -> dict[str, object]:
 
 def _models(workdir: Path, wanted: set[str]) -> dict[str, Path]:
     from llmedge import find_card
-    from llmedge.pull import embedded_file
+    from llmedge.cards import embedded_file
 
     smollm2 = embedded_file(find_card("smollm2-135m"))
     if smollm2 is None:
@@ -375,8 +375,8 @@ def _measure(points: list[Point], workdir: Path, threads: int) -> list[dict[str,
 
 
 def _write_shapes(paths: dict[str, Path]) -> None:
-    from llmedge.fit_shape import shape_from_header
-    from llmedge.gguf_header import read_gguf_header
+    from llmedge.fit import shape_from_header
+    from llmedge.gguf import read_gguf_header
 
     shapes = {}
     if SHAPES.exists():
@@ -468,8 +468,7 @@ def load_measurements(path: Path = MEASUREMENTS) -> list[tuple[Point, int]]:
 
 def compare(measured: list[tuple[Point, int]], shapes_path: Path = SHAPES) -> list[Compared]:
     """The advisor's prediction for each measured point, from the committed model shapes."""
-    from llmedge.fit import FitOptions, estimate_memory
-    from llmedge.fit_shape import ModelShape
+    from llmedge.fit import FitOptions, ModelShape, estimate_memory
 
     shapes = {k: ModelShape.from_dict(v) for k, v in json.loads(shapes_path.read_text()).items()}
     compared = []

@@ -52,7 +52,7 @@ import torch
 print(f"python {sys.version.split()[0]}, torch {torch.__version__}, CUDA {torch.version.cuda}")
 if not torch.cuda.is_available():
     missing.append("a CUDA build of torch that sees the GPU")
-from llmedge.vision.tensorrt import unavailable_reason
+from vision.tensorrt import unavailable_reason
 reason = unavailable_reason() if not missing else None
 if missing or reason:
     print("gpu_vision_check: cannot run TensorRT here:", "; ".join(missing) or reason, file=sys.stderr)

@@ -4,7 +4,7 @@
 
 About a minute on two CPU cores. Core ML converts here but predicts only on macOS, and
 TensorRT needs an NVIDIA GPU: their rows say so instead of showing numbers. TFLite conversion
-needs litert-torch, here or in its own venv (`--litert-python`, see llmedge/vision/litert.py).
+needs litert-torch, here or in its own venv (`--litert-python`, see vision/litert.py).
 """
 
 from __future__ import annotations
@@ -18,9 +18,9 @@ from pathlib import Path
 
 from rich.console import Console
 
-from llmedge.vision import bench, convert, parse_targets
-from llmedge.vision.digits import train_digits
-from llmedge.vision.report import bench_table, result_line
+from vision import bench, convert, parse_targets
+from vision.digits import train_digits
+from vision.report import bench_table, result_line
 
 
 def main() -> int:

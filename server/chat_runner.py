@@ -20,7 +20,7 @@ from llmedge import (
     TokenLogprob,
     ToolCall,
 )
-from llmedge.tool_calls import (
+from llmedge.prompting import (
     ToolCallParser,
     detect_tool_format,
     fold_messages,

@@ -10,7 +10,7 @@ import threading
 from collections import Counter
 from collections.abc import Iterable
 
-import psutil  # type: ignore[import-untyped]
+import psutil
 
 from llmedge import GenerationChunk, LoadedEntry
 

@@ -12,8 +12,8 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, ValidationError
 
 from llmedge import ChatMessage, InvalidRequestError, SamplingParams, ToolCall
-from llmedge.json_schema_grammar import json_object_grammar, schema_grammar
-from server.schemas import SAMPLING_FIELDS, ChatTool, WireModel
+from llmedge.prompting import json_object_grammar, schema_grammar
+from server.schemas import ChatTool, Tuning, WireModel
 
 # Options that Ollama applies at load time, and the llmedge setting that plays their part.
 _LOAD_OPTIONS = {
@@ -31,19 +31,11 @@ _LOAD_OPTIONS = {
     "logits_all": "--ctx",
     "embedding_only": "--ctx",
 }
-_SAMPLING_OPTIONS = (*SAMPLING_FIELDS, "seed")
 
 
-class Options(WireModel):
+class Options(Tuning):
     """The runtime options llmedge honours; any other is refused by name."""
 
-    temperature: Annotated[float, Field(ge=0, le=2)] | None = None
-    top_p: Annotated[float, Field(gt=0, le=1)] | None = None
-    top_k: Annotated[int, Field(ge=0)] | None = None
-    min_p: Annotated[float, Field(ge=0, le=1)] | None = None
-    repeat_penalty: Annotated[float, Field(gt=0, le=10)] | None = None
-    presence_penalty: Annotated[float, Field(ge=-2, le=2)] | None = None
-    frequency_penalty: Annotated[float, Field(ge=-2, le=2)] | None = None
     seed: int | None = None
     num_predict: Annotated[int, Field(ge=-2)] | None = None
     stop: list[str] | None = None
@@ -81,7 +73,6 @@ class _Generating(WireModel):
 
     def params(self) -> SamplingParams:
         options = parse_options(self.options)
-        tuning = {name: getattr(options, name) for name in _SAMPLING_OPTIONS}
         # num_predict: -1 means no limit, -2 fill the context; both end at the context's end.
         limit = options.num_predict if options.num_predict and options.num_predict > 0 else None
         return SamplingParams(
@@ -90,7 +81,8 @@ class _Generating(WireModel):
             grammar=self.grammar(),
             logprobs=bool(self.logprobs),
             top_logprobs=self.top_logprobs or 0,
-            **{name: value for name, value in tuning.items() if value is not None},
+            seed=options.seed,
+            **options.tuning(),
         )
 
     def grammar(self) -> str | None:

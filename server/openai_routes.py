@@ -17,7 +17,7 @@ from fastapi.responses import JSONResponse
 from sse_starlette import EventSourceResponse
 
 from llmedge import ContextLengthExceededError, InvalidRequestError, LlmedgeError, Manifest
-from llmedge.json_schema_grammar import json_object_grammar, schema_grammar
+from llmedge.prompting import json_object_grammar, schema_grammar
 from server.chat_runner import ChatSpec, ChoiceEvent, ChoiceRun, Prepared, prepare_chat
 from server.openai_format import ChatShape, TextShape
 from server.schemas import (

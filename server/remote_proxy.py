@@ -24,7 +24,7 @@ from fastapi.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from llmedge import Engine, LlmedgeError
-from llmedge.router import REMOTE
+from llmedge.routing import REMOTE
 from server.schemas import error_body
 
 FORWARDED_POSTS = frozenset(

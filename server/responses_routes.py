@@ -14,7 +14,7 @@ from fastapi.responses import JSONResponse
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
 from llmedge import GenerationChunk, LlmedgeError, SamplingParams, ToolCall
-from llmedge.json_schema_grammar import json_object_grammar, schema_grammar
+from llmedge.prompting import json_object_grammar, schema_grammar
 from server.chat_runner import ChatSpec, ChoiceRun, prepare_chat
 from server.openai_routes import check_max_tokens
 from server.responses_schemas import NamedFunction, ResponsesRequest, SchemaFormat

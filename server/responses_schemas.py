@@ -11,7 +11,7 @@ from typing import Annotated, Any, Literal
 from pydantic import Field
 
 from llmedge import ChatMessage, InvalidRequestError, ToolCall
-from server.schemas import FUNCTION_NAME, JsonSchemaFormat, WireModel
+from server.schemas import FUNCTION_NAME, JsonSchemaFormat, Temperature, TopP, WireModel
 
 
 class InputText(WireModel):
@@ -89,8 +89,8 @@ class ResponsesRequest(WireModel):
     input: str | Annotated[list[InputItem], Field(min_length=1)]
     instructions: str | None = None
     max_output_tokens: Annotated[int, Field(ge=1)] | None = None
-    temperature: Annotated[float, Field(ge=0, le=2)] | None = None
-    top_p: Annotated[float, Field(gt=0, le=1)] | None = None
+    temperature: Temperature | None = None
+    top_p: TopP | None = None
     tools: list[FunctionTool] | None = None
     tool_choice: Literal["none", "auto", "required"] | NamedFunction | None = None
     parallel_tool_calls: bool | None = None

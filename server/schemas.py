@@ -132,17 +132,33 @@ SAMPLING_FIELDS = (
 )
 
 
-class SamplingFields(WireModel):
-    model: str | None = Field(None, description="stored model; the server's default when omitted")
-    max_tokens: Annotated[int, Field(ge=1)] | None = None
-    # Unset sampling fields take llmedge's defaults (SamplingParams), tuned for small models.
-    temperature: Annotated[float, Field(ge=0, le=2)] | None = None
-    top_p: Annotated[float, Field(gt=0, le=1)] | None = None
+# The bounds every API puts on the sampling knobs.
+Temperature = Annotated[float, Field(ge=0, le=2)]
+TopP = Annotated[float, Field(gt=0, le=1)]
+
+
+class Tuning(WireModel):
+    """The sampling knobs the APIs share; unset ones take llmedge's defaults (SamplingParams),
+    tuned for small models."""
+
+    temperature: Temperature | None = None
+    top_p: TopP | None = None
     top_k: Annotated[int, Field(ge=0)] | None = None
     min_p: Annotated[float, Field(ge=0, le=1)] | None = None
     repeat_penalty: Annotated[float, Field(gt=0, le=10)] | None = None
     presence_penalty: Annotated[float, Field(ge=-2, le=2)] | None = None
     frequency_penalty: Annotated[float, Field(ge=-2, le=2)] | None = None
+
+    def tuning(self) -> dict[str, Any]:
+        """The knobs that were set, as SamplingParams fields."""
+        return {
+            name: value for name in SAMPLING_FIELDS if (value := getattr(self, name)) is not None
+        }
+
+
+class SamplingFields(Tuning):
+    model: str | None = Field(None, description="stored model; the server's default when omitted")
+    max_tokens: Annotated[int, Field(ge=1)] | None = None
     stop: str | Annotated[list[str], Field(max_length=4)] | None = None
     seed: int | None = None
     stream: bool = False
@@ -152,12 +168,11 @@ class SamplingFields(WireModel):
 
     def sampling(self, max_tokens: int | None = None) -> SamplingParams:
         stop = [self.stop] if isinstance(self.stop, str) else (self.stop or [])
-        tuning = {name: getattr(self, name) for name in SAMPLING_FIELDS}
         return SamplingParams(
             max_tokens=max_tokens or self.max_tokens,
             stop=tuple(stop),
             seed=self.seed,
-            **{name: value for name, value in tuning.items() if value is not None},
+            **self.tuning(),
         )
 
     @property

@@ -7,12 +7,22 @@ import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
+import openai
 import pytest
+from hypothesis import settings as hypothesis_settings
+from server_process import running_server
+from tiny_gguf import build_tiny_gguf
 
 from llmedge import Settings, Store, find_card
-from llmedge.pull import embedded_file
+from llmedge.cards import embedded_file
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+# Property tests are derandomized (the same examples every run, none remembered between runs),
+# so a random draw never decides a test run; long fuzzing lives in scripts/.
+hypothesis_settings.register_profile("llmedge", derandomize=True, database=None, deadline=None)
+hypothesis_settings.load_profile("llmedge")
+# Fixtures the GPTQ, AWQ and NF4 tests share (one store, one server over it).
+pytest_plugins = ["hf_quantized"]
 
 
 @pytest.fixture(autouse=True)
@@ -45,9 +55,33 @@ def smollm2_gguf() -> Path:
     return path
 
 
+@pytest.fixture(scope="session")
+def tiny_gguf(smollm2_gguf: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A few-MB model llama.cpp runs, with SmolLM2's tokenizer over random weights (`tiny_gguf`)."""
+    return build_tiny_gguf(smollm2_gguf, tmp_path_factory.mktemp("tiny") / "tiny.gguf")
+
+
 @pytest.fixture
 def gguf_copy(tmp_path: Path, smollm2_gguf: Path) -> Iterator[Path]:
     """A private copy of the real model that a test may damage."""
     target = tmp_path / "copy.gguf"
     shutil.copyfile(smollm2_gguf, target)
     yield target
+
+
+@pytest.fixture(scope="module")
+def base_url(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, smollm2_gguf: Path
+) -> Iterator[str]:
+    """`llmedge serve` on the real model for one test module, so its tests see a server whose
+    history (prompt caches, loaded models) is theirs alone: its /v1 URL. A module sets extra
+    environment for it in `SERVER_ENV`."""
+    env = getattr(request.module, "SERVER_ENV", {})
+    with running_server(tmp_path_factory.mktemp("served"), env=env) as url:
+        yield url
+
+
+@pytest.fixture
+def client(base_url: str) -> openai.OpenAI:
+    """The openai client, pointed at that server."""
+    return openai.OpenAI(base_url=base_url, api_key="unused", max_retries=0)

@@ -21,8 +21,7 @@ import pytest
 from hf_from_gguf import build_hf_from_gguf
 from server_process import running_server
 
-from llmedge.manifest import Manifest, ModelRef
-from llmedge.store import Store
+from llmedge.store import Manifest, ModelRef, Store
 from quantizers.hf_source import import_folder
 
 MODEL = "smollm2-135m"

@@ -7,7 +7,7 @@ import re
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -17,9 +17,12 @@ READY = re.compile(r"llmedge serving (\S+) at (http://\S+)/v1")
 
 
 @contextmanager
-def running_server(home: Path, *args: str, timeout_s: float = 60) -> Iterator[str]:
-    """Yields the server's base URL (ending in /v1) once /health answers."""
-    env = {**os.environ, "LLMEDGE_HOME": str(home), "PYTHONUNBUFFERED": "1"}
+def running_server(
+    home: Path, *args: str, timeout_s: float = 60, env: Mapping[str, str] | None = None
+) -> Iterator[str]:
+    """Yields the server's base URL (ending in /v1) once /health answers; `env` adds to the
+    environment it starts with."""
+    env = {**os.environ, **(env or {}), "LLMEDGE_HOME": str(home), "PYTHONUNBUFFERED": "1"}
     command = [sys.executable, "-m", "llmedge.cli", "serve", "--port", "0", *args]
     process = subprocess.Popen(
         command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True

@@ -9,10 +9,9 @@ import pytest
 
 from llmedge.cards import all_cards, load_card
 from llmedge.errors import InvalidModelFileError
-from llmedge.gguf_header import read_gguf_header
-from llmedge.model_facts import facts_from_header
-from llmedge.pull_plan import card_choices, card_default, gguf_quants
-from llmedge.quant_types import ALL_TYPES, LADDER
+from llmedge.gguf import facts_from_header, read_gguf_header
+from llmedge.gguf.quant_types import ALL_TYPES, LADDER
+from llmedge.hub.plan import card_choices, card_default, gguf_quants
 
 ON_DEVICE_MODELS = {
     "phi-3-mini",

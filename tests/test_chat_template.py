@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from llmedge import ChatMessage, InvalidRequestError
-from llmedge.chat_template import ChatTemplate
-from llmedge.gguf_header import read_gguf_header
+from llmedge.gguf import read_gguf_header
+from llmedge.prompting import ChatTemplate
 
 
 def test_the_real_smollm2_template_adds_its_default_system_prompt(smollm2_gguf) -> None:

@@ -26,14 +26,12 @@ class ModelPerLoad(ScriptedBackend):
 
 
 @pytest.fixture
-def two_models(store: Store, smollm2_gguf: Path, tmp_path: Path) -> tuple[str, str]:
+def two_models(store: Store, tiny_gguf: Path, tmp_path: Path) -> tuple[str, str]:
     other = tmp_path / "other.gguf"
-    shutil.copyfile(smollm2_gguf, other)
+    shutil.copyfile(tiny_gguf, other)
     with other.open("ab") as handle:
         handle.write(b"\0")  # same weights, another blob: a second model for the store
-    return pull(store, str(smollm2_gguf), name="first").ref, pull(
-        store, str(other), name="second"
-    ).ref
+    return pull(store, str(tiny_gguf), name="first").ref, pull(store, str(other), name="second").ref
 
 
 def test_a_model_loads_on_first_use_and_stays(settings: Settings, store: Store, two_models) -> None:
@@ -86,8 +84,8 @@ def test_a_model_too_big_for_the_budget_is_refused(
     settings: Settings, store: Store, two_models
 ) -> None:
     backend = ModelPerLoad()
-    engine = Engine(settings.with_overrides(memory_budget_bytes=50 << 20), store, backend=backend)
+    engine = Engine(settings.with_overrides(memory_budget_bytes=8 << 20), store, backend=backend)
     with pytest.raises(InsufficientMemoryError) as caught:
         engine.load(two_models[0])
-    assert caught.value.needed_bytes > caught.value.available_bytes == 50 << 20
+    assert caught.value.needed_bytes > caught.value.available_bytes == 8 << 20
     assert backend.loads == []

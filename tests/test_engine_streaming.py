@@ -23,8 +23,8 @@ from llmedge import (
 
 
 @pytest.fixture
-def stored(store: Store, smollm2_gguf: Path) -> str:
-    return pull(store, "smollm2-135m").ref
+def stored(store: Store, tiny_gguf: Path) -> str:
+    return pull(store, str(tiny_gguf), name="tiny").ref
 
 
 def _engine(settings: Settings, store: Store, model: ScriptedModel) -> Engine:

@@ -10,17 +10,14 @@ import pytest
 
 from llmedge.cards import ModelCard
 from llmedge.errors import InsufficientMemoryError
-from llmedge.fit import (
+from llmedge.fit import ModelShape, advise, check_fits, shape_from_card, shape_of_file
+from llmedge.fit.memory import (
     FitOptions,
-    advise,
-    check_fits,
     compute_bytes,
     estimate_memory,
     gpu_layers_that_fit,
     kv_layer_bytes,
 )
-from llmedge.fit_guard import shape_of_file
-from llmedge.fit_shape import ModelShape, shape_from_card
 from llmedge.hardware import AppleSiliconFacts, BackendFacts, GpuFacts, HostFacts
 
 GIB, MIB = 1 << 30, 1 << 20

@@ -10,8 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from llmedge.fit import FitOptions, estimate_memory
-from llmedge.fit_guard import shape_of_file
+from llmedge.fit import FitOptions, estimate_memory, shape_of_file
 
 GIB = 1 << 30
 PHI_3_MINI = """

@@ -16,8 +16,7 @@ from types import ModuleType
 
 import pytest
 
-from llmedge.fit_guard import shape_of_file
-from llmedge.fit_shape import ModelShape
+from llmedge.fit import ModelShape, shape_of_file
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -17,8 +17,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from llmedge.errors import InvalidModelFileError
-from llmedge.fit_shape import shape_from_header
-from llmedge.gguf_header import read_gguf_header
+from llmedge.fit import shape_from_header
+from llmedge.gguf import read_gguf_header
 
 FUZZ = settings(
     max_examples=80, deadline=2000, suppress_health_check=[HealthCheck.function_scoped_fixture]

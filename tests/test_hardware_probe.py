@@ -21,6 +21,7 @@ from llmedge.hardware import (
     parse_nvidia_smi,
     probe_host,
 )
+from llmedge.routing import with_backends
 
 X86_CPUINFO = """processor\t: 0
 vendor_id\t: AuthenticAMD
@@ -108,7 +109,7 @@ def test_gpu_offload_needs_both_a_capable_backend_and_a_gpu() -> None:
 
 
 def test_this_machine_is_probed_sensibly() -> None:
-    host = probe_host()
+    host = with_backends(probe_host())
     assert 0 < host.available_ram_bytes <= host.total_ram_bytes
     assert 1 <= host.usable_cores <= host.logical_cores
     assert host.os_name and host.machine and host.cpu_model
@@ -125,7 +126,7 @@ def test_nvidia_smi_is_the_fallback_when_nvml_is_absent(tmp_path: Path) -> None:
     fake.chmod(0o755)
     code = (
         "import json; from llmedge.hardware import probe_host; "
-        "print(json.dumps(probe_host(include_backends=False).to_dict()['gpus']))"
+        "print(json.dumps(probe_host().to_dict()['gpus']))"
     )
     env = {**os.environ, "PATH": f"{tmp_path}{os.pathsep}{os.environ['PATH']}"}
     done = subprocess.run(

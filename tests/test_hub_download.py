@@ -13,9 +13,14 @@ from pathlib import Path
 import pytest
 from fake_hub import FakeHub, Faults
 
-from llmedge.errors import InvalidRequestError, ModelNotFoundError
-from llmedge.hub import HashMismatchError, HubAccessError, HubUnreachableError
-from llmedge.pull import pull
+from llmedge.errors import (
+    HashMismatchError,
+    HubAccessError,
+    HubUnreachableError,
+    InvalidRequestError,
+    ModelNotFoundError,
+)
+from llmedge.hub import pull
 from llmedge.store import ModelRef, Store
 
 REPO = "test/SmolLM2-135M-Instruct-GGUF"

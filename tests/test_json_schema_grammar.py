@@ -11,7 +11,7 @@ import pytest
 from pydantic import BaseModel, Field
 
 from llmedge import InvalidRequestError
-from llmedge.json_schema_grammar import (
+from llmedge.prompting.json_schema import (
     check_schema,
     gbnf_literal,
     json_object_grammar,

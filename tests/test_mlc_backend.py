@@ -24,8 +24,8 @@ from llmedge import ChatMessage, Engine, SamplingParams, Settings, Store
 from llmedge.backends import LoadOptions
 from llmedge.backends.mlc import MlcBackend, MlcModel, find_mlc, serve_command
 from llmedge.errors import InvalidRequestError, LlmedgeError
-from llmedge.manifest import ModelRef
-from llmedge.model_dir import store_dir
+from llmedge.store import ModelRef
+from llmedge.store.folders import store_dir
 
 STANDIN = Path(__file__).with_name("mlc_standin.py")
 ANSWER = "Hello from the MLC stand-in."

@@ -21,14 +21,15 @@ from hf_from_gguf import build_hf_from_gguf
 from server_process import running_server
 
 from llmedge import ChatMessage, Engine, SamplingParams, Settings, Store
-from llmedge.backends.mlx import MlxBackend, import_mlx
+from llmedge.backends.mlx import MlxBackend
 from llmedge.errors import BackendUnavailableError, InvalidRequestError
+from llmedge.extras import import_mlx
 from llmedge.generation import GenerationChunk
-from llmedge.manifest import ModelRef
-from llmedge.mlx_convert import MLX_TAG, convert_to_mlx, facts_from_config, pull_mlx
-from llmedge.model_dir import store_dir
+from llmedge.hub import import_gguf
+from llmedge.hub.mlx_convert import MLX_TAG, convert_to_mlx, facts_from_config, pull_mlx
 from llmedge.progress import CallbackReporter
-from llmedge.pull import import_gguf
+from llmedge.store import ModelRef
+from llmedge.store.folders import store_dir
 
 pytestmark = pytest.mark.e2e
 

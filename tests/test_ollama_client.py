@@ -13,7 +13,6 @@ import pytest
 from fake_backend import ScriptedBackend, ScriptedModel
 from pydantic import BaseModel, Field
 from scripted_server import serving
-from server_process import running_server
 
 from llmedge import Engine, Settings, Store, pull
 
@@ -25,10 +24,9 @@ GREEDY = {"temperature": 0, "num_predict": 10}
 HI = [{"role": "user", "content": "Name a colour."}]
 
 
-@pytest.fixture(scope="module")
-def host(tmp_path_factory: pytest.TempPathFactory, smollm2_gguf: Path) -> Iterator[str]:
-    with running_server(tmp_path_factory.mktemp("home")) as url:
-        yield url.removesuffix("/v1")
+@pytest.fixture
+def host(base_url: str) -> str:
+    return base_url.removesuffix("/v1")
 
 
 @pytest.fixture

@@ -8,7 +8,7 @@ import pytest
 
 from llmedge.cards import all_cards
 from llmedge.errors import InvalidRequestError, ModelNotFoundError
-from llmedge.pull_plan import (
+from llmedge.hub.plan import (
     card_choices,
     choose,
     gguf_quants,

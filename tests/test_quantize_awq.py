@@ -12,12 +12,8 @@ from hf_quantized import (
     SharedStore,
     ask,
     run_quantize,
-    shared_server,
-    shared_store,
-    smollm2_hf,
 )
 
-__all__ = ["shared_server", "shared_store", "smollm2_hf"]  # fixtures, imported for pytest
 pytestmark = pytest.mark.e2e
 
 

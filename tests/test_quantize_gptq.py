@@ -14,14 +14,10 @@ from hf_quantized import (
     SharedStore,
     ask,
     run_quantize,
-    shared_server,
-    shared_store,
-    smollm2_hf,
 )
 
-from llmedge.model_dir import unpacked_dir
+from llmedge.store.folders import unpacked_dir
 
-__all__ = ["shared_server", "shared_store", "smollm2_hf"]  # fixtures, imported for pytest
 pytestmark = pytest.mark.e2e
 
 

@@ -19,8 +19,8 @@ from hf_quantized import QUESTION, SOURCE, SharedStore
 from server_process import running_server
 
 from llmedge import find_card
-from llmedge.manifest import Manifest, ModelRef
-from llmedge.pull import embedded_file
+from llmedge.cards import embedded_file
+from llmedge.store import Manifest, ModelRef
 
 pytestmark = [pytest.mark.gpu, pytest.mark.e2e]
 

@@ -16,8 +16,8 @@ import pytest
 from fake_hub import FakeHub, cli_env, run_llmedge
 from tiny_llama import build_tiny_llama
 
-from llmedge.errors import InvalidRequestError
-from llmedge.quant_types import LADDER, QuantizationError
+from llmedge.errors import InvalidRequestError, QuantizationError
+from llmedge.gguf.quant_types import LADDER
 from llmedge.store import ModelRef, Store
 from quantizers.gguf import quantize_model
 from quantizers.gguf_convert import convert

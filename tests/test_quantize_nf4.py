@@ -12,17 +12,12 @@ from hf_quantized import (
     SharedStore,
     ask,
     run_quantize,
-    shared_server,
-    shared_store,
-    smollm2_hf,
 )
 from tiny_llama import build_tiny_llama
 
 from llmedge import find_card
-from llmedge.manifest import ModelRef
-from llmedge.store import Store
+from llmedge.store import ModelRef, Store
 
-__all__ = ["shared_server", "shared_store", "smollm2_hf"]  # fixtures, imported for pytest
 pytestmark = pytest.mark.e2e
 
 

@@ -20,8 +20,8 @@ from scripted_server import serving
 from server_process import running_server
 
 from llmedge import Engine, Settings, Store
-from llmedge.manifest import ModelRef
-from llmedge.pull import import_gguf
+from llmedge.hub import import_gguf
+from llmedge.store import ModelRef
 from server import remote_proxy
 from server.remote_proxy import shaped_error, upstream_base
 

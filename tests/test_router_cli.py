@@ -12,8 +12,8 @@ import pytest
 
 from llmedge import Engine, Settings, Store
 from llmedge.errors import BackendUnavailableError
-from llmedge.manifest import ModelRef
-from llmedge.pull import import_gguf
+from llmedge.hub import import_gguf
+from llmedge.store import ModelRef
 
 
 def route(home: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:

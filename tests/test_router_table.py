@@ -9,7 +9,7 @@ import pytest
 
 from llmedge.errors import BackendUnavailableError, InsufficientMemoryError
 from llmedge.hardware import AppleSiliconFacts, GpuFacts, HostFacts
-from llmedge.router import (
+from llmedge.routing.router import (
     REMOTE,
     Artifact,
     BackendOption,

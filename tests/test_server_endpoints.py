@@ -7,30 +7,16 @@ import json
 import math
 import re
 import struct
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Literal
 
 import httpx
 import openai
 import pytest
 from pydantic import BaseModel, Field
-from server_process import running_server
 
 pytestmark = pytest.mark.e2e
 
 MODEL = "smollm2-135m"
-
-
-@pytest.fixture(scope="module")
-def base_url(tmp_path_factory: pytest.TempPathFactory, smollm2_gguf: Path) -> Iterator[str]:
-    with running_server(tmp_path_factory.mktemp("home")) as url:
-        yield url
-
-
-@pytest.fixture
-def client(base_url: str) -> openai.OpenAI:
-    return openai.OpenAI(base_url=base_url, api_key="unused", max_retries=0)
 
 
 def _norm(vector: list[float]) -> float:

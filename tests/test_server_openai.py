@@ -3,29 +3,15 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import openai
 import pytest
-from server_process import running_server
 
 pytestmark = pytest.mark.e2e
 
 MODEL = "smollm2-135m"
 ASK = [{"role": "user", "content": "Name three colours."}]
-
-
-@pytest.fixture(scope="module")
-def base_url(tmp_path_factory: pytest.TempPathFactory, smollm2_gguf: Path) -> Iterator[str]:
-    with running_server(tmp_path_factory.mktemp("home")) as url:
-        yield url
-
-
-@pytest.fixture
-def client(base_url: str) -> openai.OpenAI:
-    return openai.OpenAI(base_url=base_url, api_key="unused", max_retries=0)
 
 
 def _greedy(client: openai.OpenAI, **kwargs: object) -> openai.types.chat.ChatCompletion:

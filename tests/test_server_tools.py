@@ -16,7 +16,6 @@ import openai
 import pytest
 from fake_backend import ScriptedBackend, ScriptedModel
 from scripted_server import serving
-from server_process import running_server
 
 from llmedge import Engine, Settings, Store, pull
 
@@ -44,12 +43,6 @@ TIME: dict[str, Any] = {
     "function": {"name": "get_time", "parameters": {"type": "object", "properties": {}}},
 }
 ASK = [{"role": "user", "content": "What is the weather in Paris?"}]
-
-
-@pytest.fixture(scope="module")
-def client(tmp_path_factory: pytest.TempPathFactory, smollm2_gguf: Path) -> Iterator[openai.OpenAI]:
-    with running_server(tmp_path_factory.mktemp("home")) as url:
-        yield openai.OpenAI(base_url=url, api_key="unused", max_retries=0)
 
 
 def _weather_args(arguments: str) -> dict[str, Any]:

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from llmedge.errors import CorruptModelError, ModelNotFoundError
-from llmedge.store import KEPT_VERSIONS, ModelRef, QuantReport, Store, sha256_of
+from llmedge.store.store import KEPT_VERSIONS, ModelRef, QuantReport, Store, sha256_of
 
 REF = ModelRef("demo", "q4_k_m")
 

@@ -10,9 +10,9 @@ from typing import Any
 import pytest
 
 from llmedge import ChatMessage, InvalidRequestError, ToolCall
-from llmedge.chat_template import ChatTemplate
-from llmedge.gguf_header import read_gguf_header
-from llmedge.tool_calls import (
+from llmedge.gguf import read_gguf_header
+from llmedge.prompting import ChatTemplate
+from llmedge.prompting.tool_formats import (
     ToolFormat,
     detect_tool_format,
     fold_messages,

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from llmedge.tool_call_parser import ParseStep, ToolCallParser, parse_tool_calls
+from llmedge.prompting.tool_parser import ParseStep, ToolCallParser, parse_tool_calls
 
 NAMES = ("get_weather", "add")
 

@@ -16,14 +16,14 @@ from hf_quantized import QUESTION, SOURCE, SharedStore, shared_server, shared_st
 from llmedge.backends import get_backend
 from llmedge.backends.base import LoadedModel, LoadOptions
 from llmedge.backends.transformers_backend import TransformersModel, quant_method
-from llmedge.errors import InvalidRequestError
+from llmedge.errors import InvalidRequestError, PackedModelError
 from llmedge.generation import ChatMessage, GenerationChunk, SamplingParams
-from llmedge.manifest import ModelRef
-from llmedge.model_dir import PackedModelError, store_dir, unpacked_dir
 from llmedge.settings import Settings
-from llmedge.store import Store
-from quantizers.gguf_perplexity import eval_text, perplexity
+from llmedge.store import ModelRef, Store
+from llmedge.store.folders import store_dir, unpacked_dir
+from quantizers.gguf_perplexity import perplexity
 from quantizers.hf_perplexity import perplexity_hf
+from quantizers.perplexity import eval_text
 
 __all__ = ["shared_server", "shared_store", "smollm2_hf"]  # fixtures, imported for pytest
 pytestmark = pytest.mark.e2e

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -19,12 +18,11 @@ from llmedge import Engine, SamplingParams, Settings, Store, ensure_model, pull
 from llmedge.cli import main
 from tui.app import ChatApp
 from tui.local import LocalClient
-from tui.pilot import ask, last_note, submit, until_ready, wait_until
+from tui.pilot import Scenario, ask, last_note, run_scenario, submit, until_ready, wait_until
 from tui.widgets import AssistantMessage, ModelPicker, StatusBar, UserMessage
 
 pytestmark = pytest.mark.e2e
 
-Scenario = Callable[[Pilot[None], ChatApp], Coroutine[Any, Any, None]]
 LONG_STORY = "Tell me a very long story about a dragon who learns to bake bread."
 
 
@@ -40,14 +38,7 @@ def play(settings: Settings, store: Store, model: str) -> Callable[..., ChatApp]
     def run(scenario: Scenario, max_tokens: int = 24) -> ChatApp:
         params = SamplingParams(temperature=0.0, max_tokens=max_tokens)
         app = ChatApp(LocalClient(Engine(settings, store)), model, settings.home, params)
-
-        async def drive() -> None:
-            async with app.run_test(size=(100, 32)) as pilot:
-                await until_ready(pilot, app)
-                await scenario(pilot, app)
-
-        asyncio.run(drive())
-        return app
+        return run_scenario(app, scenario)
 
     return run
 

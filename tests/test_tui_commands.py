@@ -21,7 +21,7 @@ from llmedge import (
     Store,
 )
 from llmedge.cli import main
-from tui.client import ChatClientError
+from llmedge.errors import RemoteServerError
 from tui.commands import apply_settings, complete, message_text, parse_command
 from tui.launch import no_model_hint
 from tui.remote import RemoteClient, api_base, pick_model
@@ -122,7 +122,7 @@ def test_unreadable_chat_files_say_what_to_do(tmp_path: Path) -> None:
 def test_server_addresses_and_model_choice() -> None:
     assert api_base("http://127.0.0.1:8000") == "http://127.0.0.1:8000/v1"
     assert api_base("http://127.0.0.1:8000/v1/") == "http://127.0.0.1:8000/v1"
-    with pytest.raises(ChatClientError, match="--url http://HOST:PORT/v1"):
+    with pytest.raises(RemoteServerError, match="--url http://HOST:PORT/v1"):
         api_base("127.0.0.1:8000")
     models = ["smollm2-135m:q4_1", "tiny:q8_0"]
     assert pick_model(None, models, "base") == "smollm2-135m:q4_1"
@@ -185,11 +185,11 @@ def test_remote_stream_reads_text_then_the_servers_own_telemetry() -> None:
 
 
 def test_remote_stream_errors_say_what_happened() -> None:
-    with pytest.raises(ChatClientError, match="the server stopped the answer: out of memory"):
+    with pytest.raises(RemoteServerError, match="the server stopped the answer: out of memory"):
         stream_from([delta("a"), json.dumps({"error": {"message": "out of memory"}})])
-    with pytest.raises(ChatClientError, match="not JSON"):
+    with pytest.raises(RemoteServerError, match="not JSON"):
         stream_from(["{oops"])
-    with pytest.raises(ChatClientError, match="answered 404: no such model"):
+    with pytest.raises(RemoteServerError, match="answered 404: no such model"):
         stream_from([json.dumps({"error": {"message": "no such model"}})], status=404)
 
 

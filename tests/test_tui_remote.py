@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import asyncio
 import os
 import subprocess
 import sys
 import threading
-from collections.abc import Callable, Coroutine, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -20,17 +18,16 @@ from textual.pilot import Pilot
 
 from llmedge import ChatMessage, Engine, SamplingParams, Settings, Store, ensure_model
 from llmedge.cli import main
+from llmedge.errors import RemoteServerError
 from tui.app import ChatApp
-from tui.client import ChatClientError
 from tui.launch import build_app
-from tui.pilot import ask, last_note, submit, until_ready, wait_until
+from tui.pilot import Scenario, ask, last_note, run_scenario, submit, wait_until
 from tui.widgets import StatusBar
 
 pytestmark = pytest.mark.e2e
 
 API_KEY = "chat-test-key"
 QUESTION = "Write a python hello world"
-Scenario = Callable[[Pilot[None], ChatApp], Coroutine[Any, Any, None]]
 
 
 @pytest.fixture(scope="module")
@@ -70,14 +67,7 @@ def server_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 def play(url: str, scenario: Scenario, max_tokens: int = 24) -> ChatApp:
     app = build_app(Settings(), None, url, API_KEY)
     app.params = SamplingParams(temperature=0.0, max_tokens=max_tokens)
-
-    async def drive() -> None:
-        async with app.run_test(size=(100, 32)) as pilot:
-            await until_ready(pilot, app)
-            await scenario(pilot, app)
-
-    asyncio.run(drive())
-    return app
+    return run_scenario(app, scenario)
 
 
 def greedy_answer(question: str, max_tokens: int) -> str:
@@ -135,7 +125,7 @@ def test_escape_stops_the_server_answer(server_url: str) -> None:
 def test_wrong_key_and_unreachable_server_say_what_to_do(
     server_url: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    with pytest.raises(ChatClientError, match="refused the API key; pass --api-key KEY"):
+    with pytest.raises(RemoteServerError, match="refused the API key; pass --api-key KEY"):
         build_app(Settings(), None, server_url, "wrong")
     assert main(["chat", "--url", server_url, "--api-key", "wrong"]) == 1
     assert "refused the API key" in capsys.readouterr().err

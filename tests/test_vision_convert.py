@@ -20,9 +20,9 @@ from pathlib import Path
 
 import pytest
 
-from llmedge.vision import TARGETS, BenchRow, TargetResult, VisionManifest, bench, convert
-from llmedge.vision.digits import DigitsModel, train_digits
-from llmedge.vision.tensorrt import unavailable_reason
+from vision import TARGETS, BenchRow, TargetResult, VisionManifest, bench, convert
+from vision.digits import DigitsModel, train_digits
+from vision.tensorrt import unavailable_reason
 
 LITERT_PYTHON = os.environ.get("LLMEDGE_LITERT_PYTHON")
 HAS_LITERT = bool(LITERT_PYTHON) or importlib.util.find_spec("litert_torch") is not None

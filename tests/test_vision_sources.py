@@ -16,11 +16,11 @@ import numpy as np
 import pytest
 import torch
 
-from llmedge.vision import TARGETS, bench, convert
-from llmedge.vision.digits import load_digits_samples, make_cnn
+from vision import TARGETS, bench, convert
+from vision.digits import load_digits_samples, make_cnn
 
 SHAPE = (1, 1, 8, 8)
-FACTORY = "llmedge.vision.digits:make_cnn"
+FACTORY = "vision.digits:make_cnn"
 
 
 def fp32_rows_match(out: Path, names: list[str]) -> None:

@@ -1,4 +1,4 @@
-"""Fast checks of llmedge.vision's parsing, data loading, error messages and lazy imports."""
+"""Fast checks of vision's parsing, data loading, error messages and lazy imports."""
 
 from __future__ import annotations
 
@@ -12,16 +12,16 @@ import pytest
 
 from llmedge.cli import main
 from llmedge.errors import BackendUnavailableError, InvalidRequestError
-from llmedge.vision import TARGETS, bench, parse_targets
-from llmedge.vision.convert import convert_one
-from llmedge.vision.data import load_samples
-from llmedge.vision.job import ConvertJob
-from llmedge.vision.source import load_source, parse_shape
+from vision import TARGETS, bench, parse_targets
+from vision.convert import convert_one
+from vision.data import load_samples
+from vision.job import ConvertJob
+from vision.source import load_source, parse_shape
 
 
 def test_import_stays_light() -> None:
     heavy = "{'torch', 'numpy', 'onnx', 'openvino'}"
-    code = f"import sys, llmedge.vision; print(sorted({heavy} & set(sys.modules)))"
+    code = f"import sys, vision; print(sorted({heavy} & set(sys.modules)))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
 
@@ -80,14 +80,14 @@ def test_bench_without_convert_says_what_to_run(tmp_path: Path) -> None:
 
 
 def test_int8_without_calibration_is_refused(tmp_path: Path) -> None:
-    source = load_source("llmedge.vision.digits:make_cnn", (1, 1, 8, 8))
+    source = load_source("vision.digits:make_cnn", (1, 1, 8, 8))
     result = convert_one(ConvertJob(source, tmp_path), TARGETS["ort-int8"])
     assert result.status == "failed" and "pass --calib" in result.message
 
 
 @pytest.mark.skipif(sys.platform == "darwin", reason="Core ML predicts on macOS")
 def test_coreml_prediction_off_macos_says_so(tmp_path: Path) -> None:
-    from llmedge.vision import coreml
+    from vision import coreml
 
     with pytest.raises(BackendUnavailableError, match="only on macOS"):
         coreml.load(tmp_path / "model.mlpackage", TARGETS["coreml"])
@@ -96,7 +96,7 @@ def test_coreml_prediction_off_macos_says_so(tmp_path: Path) -> None:
 def test_tensorrt_without_a_gpu_says_so() -> None:
     import torch
 
-    from llmedge.vision import tensorrt
+    from vision import tensorrt
 
     if torch.cuda.is_available():
         pytest.skip("this host has an NVIDIA GPU")
@@ -108,7 +108,7 @@ def test_tensorrt_without_a_gpu_says_so() -> None:
     importlib.util.find_spec("litert_torch") is not None, reason="litert-torch is installed here"
 )
 def test_tflite_without_litert_torch_says_how_to_get_it(tmp_path: Path) -> None:
-    source = load_source("llmedge.vision.digits:make_cnn", (1, 1, 8, 8))
+    source = load_source("vision.digits:make_cnn", (1, 1, 8, 8))
     result = convert_one(ConvertJob(source, tmp_path), TARGETS["tflite"])
     assert result.status == "failed" and "--litert-python" in result.message
     missing = ConvertJob(source, tmp_path, litert_python=tmp_path / "no-python")
@@ -117,7 +117,7 @@ def test_tflite_without_litert_torch_says_how_to_get_it(tmp_path: Path) -> None:
 
 def test_a_missing_runtime_names_the_extra(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "openvino", None)  # import now fails as if not installed
-    source = load_source("llmedge.vision.digits:make_cnn", (1, 1, 8, 8))
+    source = load_source("vision.digits:make_cnn", (1, 1, 8, 8))
     result = convert_one(ConvertJob(source, tmp_path), TARGETS["openvino"])
     assert result.status == "failed"
     assert "pip install 'llmedge[vision]'" in result.message

@@ -10,7 +10,7 @@ from __future__ import annotations
 import io
 from pathlib import Path
 
-from quantizers.gguf_perplexity import eval_text
+from quantizers.perplexity import eval_text
 
 VOCAB_SIZE = 512
 

@@ -5,8 +5,9 @@ Built on llmedge's public API only; `llmedge.cli` imports it lazily (the `tui` e
 
 from __future__ import annotations
 
+from llmedge.errors import RemoteServerError
 from tui.app import ChatApp
-from tui.client import ChatClient, ChatClientError, ModelInfo
+from tui.client import ChatClient, ModelInfo
 from tui.launch import build_app, run_chat
 from tui.local import LocalClient
 from tui.remote import RemoteClient
@@ -14,10 +15,10 @@ from tui.remote import RemoteClient
 __all__ = [
     "ChatApp",
     "ChatClient",
-    "ChatClientError",
     "LocalClient",
     "ModelInfo",
     "RemoteClient",
+    "RemoteServerError",
     "build_app",
     "run_chat",
 ]

@@ -6,13 +6,7 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from llmedge import ChatMessage, GenerationChunk, LlmedgeError, SamplingParams
-
-
-class ChatClientError(LlmedgeError):
-    """A chat backend that failed in a way the user can act on (server down, key refused)."""
-
-    code = "chat_client_error"
+from llmedge import ChatMessage, GenerationChunk, SamplingParams
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Sequence
 
-import psutil  # type: ignore[import-untyped,unused-ignore]
+import psutil
 
 from llmedge import (
     ChatMessage,

@@ -2,13 +2,30 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
+from typing import Any
 
 from textual.pilot import Pilot
 
 from tui.app import ChatApp
 from tui.widgets import AssistantMessage, Note
+
+Scenario = Callable[[Pilot[None], ChatApp], Coroutine[Any, Any, None]]
+SIZE = (100, 32)
+
+
+def run_scenario(app: ChatApp, scenario: Scenario) -> ChatApp:
+    """Run `scenario` against `app` under the Pilot, once its first model is ready."""
+
+    async def drive() -> None:
+        async with app.run_test(size=SIZE) as pilot:
+            await until_ready(pilot, app)
+            await scenario(pilot, app)
+
+    asyncio.run(drive())
+    return app
 
 
 async def wait_until(

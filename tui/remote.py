@@ -12,7 +12,8 @@ from urllib.parse import urlsplit
 import httpx
 
 from llmedge import ChatMessage, GenerationChunk, ModelNotFoundError, SamplingParams
-from tui.client import ChatClientError, ModelInfo
+from llmedge.errors import RemoteServerError
+from tui.client import ModelInfo
 
 # OpenAI's own sampling fields are always sent; llama.cpp's extras only when changed, so that
 # servers which refuse unknown fields still work with the defaults.
@@ -32,7 +33,7 @@ def api_base(url: str) -> str:
     """The `/v1` base of a server address; a bare `http://host:port` gets `/v1` added."""
     parts = urlsplit(url.strip())
     if parts.scheme not in ("http", "https") or not parts.netloc:
-        raise ChatClientError(f"{url!r} is not a server address; pass --url http://HOST:PORT/v1")
+        raise RemoteServerError(f"{url!r} is not a server address; pass --url http://HOST:PORT/v1")
     base = url.strip().rstrip("/")
     return base if parts.path.strip("/") else base + "/v1"
 
@@ -46,17 +47,19 @@ def _error_message(response: httpx.Response) -> str:
 
 def _check(response: httpx.Response, base: str) -> None:
     if response.status_code == 401:
-        raise ChatClientError(
+        raise RemoteServerError(
             f"{base} refused the API key; pass --api-key KEY (or set LLMEDGE_API_KEY)"
         )
     if response.status_code >= 400:
-        raise ChatClientError(f"{base} answered {response.status_code}: {_error_message(response)}")
+        raise RemoteServerError(
+            f"{base} answered {response.status_code}: {_error_message(response)}"
+        )
 
 
 def pick_model(name: str | None, available: Sequence[str], base: str) -> str:
     """The server model `name` means: an exact id, or the first whose name part matches."""
     if not available:
-        raise ChatClientError(f"{base} has no models; run `llmedge pull` on the server's machine")
+        raise RemoteServerError(f"{base} has no models; run `llmedge pull` on the server's machine")
     if name is None:
         return available[0]
     for model in available:
@@ -93,12 +96,12 @@ class RemoteClient:
             )
         return self._http
 
-    def _unreachable(self, exc: httpx.HTTPError) -> ChatClientError:
+    def _unreachable(self, exc: httpx.HTTPError) -> RemoteServerError:
         if isinstance(exc, httpx.ConnectError):
-            return ChatClientError(
+            return RemoteServerError(
                 f"cannot reach {self.base} ({exc}); start one with `llmedge serve` or check --url"
             )
-        return ChatClientError(
+        return RemoteServerError(
             f"the connection to {self.base} failed ({type(exc).__name__}: {exc}); try again"
         )
 
@@ -115,7 +118,7 @@ class RemoteClient:
         try:
             return [str(item["id"]) for item in response.json()["data"]]
         except (ValueError, KeyError, TypeError) as exc:
-            raise ChatClientError(f"{self.base}/models is not an OpenAI model list") from exc
+            raise RemoteServerError(f"{self.base}/models is not an OpenAI model list") from exc
 
     async def models(self) -> list[str]:
         try:
@@ -204,13 +207,13 @@ async def _events(response: httpx.Response) -> AsyncIterator[dict[str, Any]]:
         try:
             event = json.loads(data)
         except ValueError:
-            raise ChatClientError(
+            raise RemoteServerError(
                 f"the server sent an event that is not JSON: {data[:80]}"
             ) from None
         if isinstance(event, dict) and "error" in event:
             error = event["error"]
             message = error.get("message") if isinstance(error, dict) else error
-            raise ChatClientError(f"the server stopped the answer: {message}")
+            raise RemoteServerError(f"the server stopped the answer: {message}")
         if isinstance(event, dict):
             yield event
 

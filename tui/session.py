@@ -11,14 +11,13 @@ A chat file is JSON: {"version": 1, "model": ..., "system": ..., "messages": [{r
 from __future__ import annotations
 
 import json
-import os
 import re
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 from llmedge import ChatMessage, InvalidRequestError
+from llmedge.files import write_text_atomic
 
 FORMAT_VERSION = 1
 _ROLES: dict[object, Literal["system", "user", "assistant"]] = {
@@ -83,19 +82,6 @@ def _message(item: Any) -> ChatMessage:
     return ChatMessage(role, content)
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    """Write through a temporary file, so that a crash never leaves half a chat behind."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=".", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as out:
-            out.write(text)
-        os.replace(temporary, path)
-    finally:
-        if os.path.exists(temporary):
-            os.unlink(temporary)
-
-
 def history_path(home: Path, model: str) -> Path:
     """Where the conversation with `model` is kept between runs."""
     safe = re.sub(r"[^a-z0-9._-]+", "_", model.lower()).strip("._") or "model"
@@ -113,7 +99,7 @@ def load_history(home: Path, model: str) -> Conversation:
 
 
 def save_history(home: Path, conversation: Conversation) -> None:
-    _write_atomic(history_path(home, conversation.model), conversation.to_json())
+    write_text_atomic(history_path(home, conversation.model), conversation.to_json())
 
 
 def save_file(path: Path, conversation: Conversation) -> Path:
@@ -121,7 +107,7 @@ def save_file(path: Path, conversation: Conversation) -> Path:
     path = path.expanduser().resolve()
     text = conversation.to_markdown() if path.suffix.lower() == ".md" else conversation.to_json()
     try:
-        _write_atomic(path, text)
+        write_text_atomic(path, text)
     except OSError as exc:
         raise InvalidRequestError(
             f"cannot write {path}: {exc.strerror}; pick another path"

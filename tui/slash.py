@@ -2,16 +2,43 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Any, Protocol
 
-from llmedge import InvalidRequestError, LlmedgeError
+from llmedge import GenerationChunk, InvalidRequestError, LlmedgeError, SamplingParams
+from tui.client import ChatClient, ModelInfo
 from tui.commands import COMMANDS, SlashCommand, apply_settings, describe_settings
 from tui.session import Conversation, history_path, load_file, save_file
-from tui.widgets import ModelPicker
+from tui.widgets import ModelPicker, Status
 
-if TYPE_CHECKING:
-    from tui.app import ChatApp
+
+class ChatApp(Protocol):
+    """What the slash commands use of the chat app (`tui.app.ChatApp` implements it)."""
+
+    client: ChatClient
+    home: Path
+    params: SamplingParams
+    info: ModelInfo
+    conversation: Conversation
+    last: GenerationChunk | None
+    stop_requested: bool
+    status: Status
+
+    async def say(self, text: str, error: bool = False) -> None: ...
+
+    def keep(self) -> None: ...
+
+    def load_model(self, name: str) -> None: ...
+
+    async def render_conversation(self) -> None: ...
+
+    async def refresh_context(self) -> None: ...
+
+    def exit(self) -> None: ...
+
+    def push_screen(self, screen: Any, callback: Callable[[str | None], None]) -> Any: ...
+
 
 KEYS = (
     ("Enter", "send"),

@@ -5,7 +5,9 @@ Engines are imported inside their functions, so `import llmedge` never needs lla
 
 from __future__ import annotations
 
+import atexit
 import threading
+import weakref
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -74,3 +76,24 @@ class Backend(Protocol):
     def probe(self) -> Availability: ...
 
     def load(self, path: Path, options: LoadOptions) -> LoadedModel: ...
+
+
+class _OpenAtExit:
+    """Models still open at interpreter exit, closed first: a decoding thread or a server process
+    left running while the interpreter tears down would call into freed memory, or outlive us."""
+
+    def __init__(self) -> None:
+        self.models: weakref.WeakSet[LoadedModel] = weakref.WeakSet()
+        atexit.register(self.close_all)
+
+    def close_all(self) -> None:
+        for model in list(self.models):
+            model.close()
+
+
+_OPEN = _OpenAtExit()
+
+
+def close_at_exit(model: LoadedModel) -> None:
+    """Close `model` at interpreter exit unless it is closed (or collected) before."""
+    _OPEN.models.add(model)

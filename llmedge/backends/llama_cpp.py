@@ -2,53 +2,29 @@
 
 from __future__ import annotations
 
-import atexit
 import ctypes
 import logging
 import math
-import resource
-import sys
 import threading
-import weakref
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from llmedge.backends.base import Availability, LoadOptions
-from llmedge.backends.llama_scheduler import BatchScheduler, DecodeError
-from llmedge.chat_template import ChatTemplate
+from llmedge.backends.base import Availability, LoadOptions, close_at_exit
+from llmedge.backends.llama_scheduler import BatchScheduler
 from llmedge.errors import (
     BackendUnavailableError,
     ContextLengthExceededError,
+    DecodeError,
     InvalidModelFileError,
     LlmedgeError,
 )
 from llmedge.generation import ChatMessage, GenerationChunk, SamplingParams
+from llmedge.hardware import peak_rss_bytes
+from llmedge.prompting import ChatTemplate
 
 INSTALL_HINT = "install it with `pip install 'llmedge[llama]'`"
 N_BATCH = 512
-
-
-def peak_rss_bytes() -> int:
-    """The process's peak resident memory so far."""
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return peak if sys.platform == "darwin" else peak * 1024
-
-
-class _OpenModels:
-    """Models still loaded at interpreter exit are closed first: a decoding thread left
-    running while the interpreter tears down would call into freed memory."""
-
-    def __init__(self) -> None:
-        self.models: weakref.WeakSet[LlamaCppModel] = weakref.WeakSet()
-        atexit.register(self.close_all)
-
-    def close_all(self) -> None:
-        for model in list(self.models):
-            model.close()
-
-
-_OPEN = _OpenModels()
 
 
 def _import_llama_cpp() -> Any:
@@ -108,7 +84,7 @@ class LlamaCppModel:
             lib, self._ctx, self._vocab, options.parallel, N_BATCH, self.piece, peak_rss_bytes
         )
         self._closed = False
-        _OPEN.models.add(self)
+        close_at_exit(self)
 
     def _new_context(self, n_ctx: int, options: LoadOptions, embeddings: bool = False) -> Any:
         lib = self._lib

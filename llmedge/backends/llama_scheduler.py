@@ -19,15 +19,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from llmedge.backends.llama_sampling import build_sampler, token_logprob
-from llmedge.errors import LlmedgeError
+from llmedge.errors import DecodeError
 from llmedge.generation import FinishReason, GenerationChunk, SamplingParams, TokenLogprob
-from llmedge.stop_matcher import StopMatcher
+from llmedge.prompting import StopMatcher
 
 _END = None
-
-
-class DecodeError(LlmedgeError):
-    """llama.cpp failed to decode a batch."""
 
 
 @dataclass(eq=False)

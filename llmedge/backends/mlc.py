@@ -10,7 +10,6 @@ model stops the process. What it runs on (CUDA, Metal, Vulkan, CPU) is MLC's `--
 
 from __future__ import annotations
 
-import atexit
 import importlib.util
 import json
 import shutil
@@ -22,14 +21,12 @@ import threading
 import time
 import urllib.error
 import urllib.request
-import weakref
 from collections.abc import Iterator, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import IO, Any
 
-from llmedge.backends.base import Availability, LoadOptions
-from llmedge.chat_template import ChatTemplate
+from llmedge.backends.base import Availability, LoadOptions, close_at_exit
 from llmedge.errors import (
     BackendUnavailableError,
     ContextLengthExceededError,
@@ -37,8 +34,8 @@ from llmedge.errors import (
     LlmedgeError,
 )
 from llmedge.generation import ChatMessage, FinishReason, GenerationChunk, SamplingParams
-from llmedge.model_dir import unpacked_dir
-from llmedge.stop_matcher import StopMatcher
+from llmedge.prompting import ChatTemplate, StopMatcher
+from llmedge.store.folders import unpacked_dir
 
 INSTALL_HINT = (
     "mlc_llm is not installed; it is not on PyPI: install it from MLC's own index, e.g. "
@@ -103,21 +100,6 @@ class MlcBackend:
         return MlcModel(command, path if path.is_dir() else unpacked_dir(path), options)
 
 
-class _Processes:
-    """Servers still running at interpreter exit are stopped, never left behind."""
-
-    def __init__(self) -> None:
-        self.models: weakref.WeakSet[MlcModel] = weakref.WeakSet()
-        atexit.register(self.close_all)
-
-    def close_all(self) -> None:
-        for model in list(self.models):
-            model.close()
-
-
-_RUNNING = _Processes()
-
-
 def _json(path: Path) -> dict[str, Any]:
     if not path.is_file():
         return {}
@@ -162,7 +144,7 @@ class MlcModel:
             self.command, stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
         )
         self._closed = False
-        _RUNNING.models.add(self)
+        close_at_exit(self)
         try:
             self.model_id = self._wait_ready()
         except BaseException:

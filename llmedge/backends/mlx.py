@@ -18,8 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from llmedge.backends.base import Availability, LoadOptions
-from llmedge.chat_template import ChatTemplate
 from llmedge.errors import BackendUnavailableError, ContextLengthExceededError, InvalidRequestError
+from llmedge.extras import import_mlx
 from llmedge.generation import (
     ChatMessage,
     FinishReason,
@@ -27,22 +27,10 @@ from llmedge.generation import (
     SamplingParams,
     TokenLogprob,
 )
-from llmedge.model_dir import unpacked_dir
-from llmedge.stop_matcher import StopMatcher
+from llmedge.prompting import ChatTemplate, StopMatcher
+from llmedge.store.folders import unpacked_dir
 
-INSTALL_HINT = "install it with `pip install 'llmedge[mlx]'` (on Linux: mlx-lm[cpu])"
-
-__all__ = ["MlxBackend", "MlxModel", "import_mlx"]
-
-
-def import_mlx() -> tuple[Any, Any]:
-    """`mlx.core` and `mlx_lm`, or `BackendUnavailableError` saying how to install them."""
-    try:
-        mx = importlib.import_module("mlx.core")
-        mlx_lm = importlib.import_module("mlx_lm")
-    except (ImportError, OSError) as exc:  # plain `mlx` on Linux: its core library is missing
-        raise BackendUnavailableError(f"mlx-lm cannot be imported ({exc}); {INSTALL_HINT}") from exc
-    return mx, mlx_lm
+__all__ = ["MlxBackend", "MlxModel"]
 
 
 class MlxBackend:

@@ -1,6 +1,6 @@
 """Hugging Face transformers (PyTorch): safetensors models, plain or quantized (GPTQ, AWQ, NF4).
 
-A model arrives as a packed folder from the store (see `llmedge.model_dir`) or as a folder.
+A model arrives as a packed folder from the store (see `llmedge.store.folders`) or as a folder.
 What it holds is read from its `config.json`: GPTQ and AWQ checkpoints load through GPTQModel
 (its torch kernels on CPU, its Triton kernels on CUDA), NF4 through bitsandbytes, and plain weights
 through transformers alone. Generation is a token-by-token loop over the KV cache, so every
@@ -22,9 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from llmedge.backends.base import Availability, LoadOptions
-from llmedge.backends.llama_cpp import peak_rss_bytes
 from llmedge.backends.transformers_sampling import new_generator, sample_token, token_logprob
-from llmedge.chat_template import ChatTemplate
 from llmedge.errors import (
     BackendUnavailableError,
     ContextLengthExceededError,
@@ -37,8 +35,9 @@ from llmedge.generation import (
     SamplingParams,
     TokenLogprob,
 )
-from llmedge.model_dir import unpacked_dir
-from llmedge.stop_matcher import StopMatcher
+from llmedge.hardware import peak_rss_bytes
+from llmedge.prompting import ChatTemplate, StopMatcher
+from llmedge.store.folders import unpacked_dir
 
 INSTALL_HINT = "install it with `pip install 'llmedge[quantize]'`"
 # The formats a stored folder may have; the folder's own config says which one it is.

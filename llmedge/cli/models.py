@@ -1,0 +1,251 @@
+"""`pull`, `list`, `show`, `rm`: the model store from the command line."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import TYPE_CHECKING
+
+from llmedge.gguf.quant_types import ALL_TYPES
+from llmedge.settings import Settings
+from llmedge.store import Manifest, ModelRef, Store
+
+if TYPE_CHECKING:
+    from llmedge.hub.plan import Target
+
+# The llama.cpp quantization ladder (and the float types), offered as `--q4_k_m`-style flags.
+QUANT_FLAGS = ALL_TYPES
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    pull = subparsers.add_parser("pull", help="put a model in the store", description=(
+        "Put a model in the store: a model card name (`phi-3-mini`, `phi-3-mini:q4_k_m`, "
+        "`phi-3-mini --q4_k_m`), a Hugging Face repository (`hf.co/OWNER/REPO[:QUANT]`) or a "
+        "local GGUF file (`./model.gguf --name X`). A pre-quantized GGUF file is downloaded when "
+        "one exists; otherwise the safetensors weights are converted and quantized locally. "
+        "An interrupted pull resumes. HF_TOKEN is sent for gated repositories; HF_ENDPOINT "
+        "names a mirror."
+    ))  # fmt: skip
+    pull.add_argument(
+        "target",
+        metavar="MODEL",
+        help="card name, NAME:QUANT, hf.co/OWNER/REPO[:QUANT], or a .gguf",
+    )
+    pull.add_argument("--name", help="store name (default: the card, repository or file name)")
+    pull.add_argument("--revision", help="hub branch, tag or commit (default: main)")
+    pull.add_argument("--list", action="store_true", help="show the quantizations on offer")
+    quant = pull.add_mutually_exclusive_group()
+    quant.add_argument(
+        "--quant", dest="quant", metavar="TYPE", help=f"quantization: {', '.join(QUANT_FLAGS)}"
+    )
+    for flag in QUANT_FLAGS:
+        quant.add_argument(
+            f"--{flag}", dest="quant", action="store_const", const=flag, help=argparse.SUPPRESS
+        )
+    quant.add_argument(
+        "--mlx", action="store_true", help="convert to MLX 4-bit with mlx-lm (llmedge[mlx])"
+    )
+    pull.set_defaults(handler=run_pull)
+
+    listing = subparsers.add_parser("list", aliases=["ls"], help="list stored models")
+    listing.add_argument("--json", action="store_true", help="print JSON")
+    listing.set_defaults(handler=run_list)
+
+    show = subparsers.add_parser("show", help="show a stored model's facts")
+    show.add_argument(
+        "model", metavar="MODEL", nargs="?", help="stored model (default: the default model)"
+    )
+    show.add_argument("--json", action="store_true", help="print the manifest as JSON")
+    show.add_argument("--template", action="store_true", help="print the whole chat template")
+    show.set_defaults(handler=run_show)
+
+    remove = subparsers.add_parser("rm", help="remove a model (every tag, or NAME:TAG)")
+    remove.add_argument("models", metavar="MODEL", nargs="+")
+    remove.set_defaults(handler=run_rm)
+
+
+def run_pull(args: argparse.Namespace) -> None:
+    from pathlib import Path
+
+    from llmedge.cli.output import RichReporter, byte_progress, human_bytes
+    from llmedge.hub import pull
+    from llmedge.hub.plan import parse_target
+
+    store = Store(Settings().store_dir)
+    if args.list:
+        return _print_choices(store, parse_target(args.target, args.quant, args.name), args)
+    path = Path(args.target).expanduser()
+    before = {m.ref: m.digest for m in store.manifests()}
+    if args.mlx:
+        from llmedge.hub.mlx_convert import pull_mlx
+
+        with RichReporter() as reporter:
+            manifest = pull_mlx(
+                store, args.target, name=args.name, revision=args.revision, reporter=reporter
+            )
+    elif path.is_file():
+        with byte_progress(path.stat().st_size, "importing") as advance:
+            manifest = pull(
+                store, args.target, quant=args.quant, name=args.name, on_progress=advance
+            )
+    else:
+        _warn_if_too_big(store, args.target, args.quant)
+        with RichReporter() as reporter:
+            manifest = pull(
+                store,
+                args.target,
+                quant=args.quant,
+                name=args.name,
+                reporter=reporter,
+                revision=args.revision,
+            )
+    if before.get(manifest.ref, manifest.digest) != manifest.digest:
+        print(f"kept the earlier {manifest.ref}: `llmedge rollback {manifest.ref}` restores it")
+    print(
+        f"pulled {manifest.ref} ({human_bytes(manifest.size_bytes)}, sha256 {manifest.sha256[:12]})"
+    )
+
+
+def _warn_if_too_big(store: Store, target: str, quant: str | None) -> None:
+    """Before a download: say so when the model will not fit this machine (pulling goes on)."""
+    from llmedge.errors import InsufficientMemoryError, LlmedgeError
+    from llmedge.fit import FitOptions, check_fits, shapes_for
+    from llmedge.hardware import probe_host
+
+    settings = Settings()
+    wanted = f"{target}:{quant}" if quant and ":" not in target else target
+    try:
+        shapes = shapes_for(wanted, store)
+    except LlmedgeError:
+        return  # no card to estimate from (a hf.co/ repo): the load-time check still applies
+    budget = settings.memory_budget_bytes or probe_host().available_ram_bytes
+    options = FitOptions(ctx_tokens=settings.ctx_tokens, parallel=settings.parallel)
+    for shape in shapes[:1]:
+        try:
+            check_fits(shape, options, budget)
+        except InsufficientMemoryError as exc:
+            print(f"llmedge: warning: {wanted} will not fit this machine: {exc}", file=sys.stderr)
+
+
+def _print_choices(store: Store, target: Target, args: argparse.Namespace) -> None:
+    from rich.table import Table
+
+    from llmedge.cli.output import table_console
+    from llmedge.hub.pull import choices_for
+
+    choices = choices_for(target, args.revision)
+    if not choices:
+        print(f"{args.target} is a local file: `llmedge pull {args.target}` imports it")
+        return
+    table = Table(box=None, header_style="bold")
+    for column in ("QUANT", "STORED", "SOURCE"):
+        table.add_column(column)
+    for choice in choices:
+        stored = store.find(ModelRef(target.name, choice.quant))
+        table.add_row(choice.quant, "yes" if stored else "", choice.describe())
+    table_console().print(table)
+
+
+def run_list(args: argparse.Namespace) -> None:
+    from rich.table import Table
+
+    from llmedge.cli.output import human_bytes, human_count, table_console
+
+    manifests = Store(Settings().store_dir).manifests()
+    if args.json:
+        print(json.dumps([json.loads(m.to_json()) for m in manifests], indent=2))
+        return
+    if not manifests:
+        print("no models stored yet; run `llmedge pull smollm2-135m` (offline, bundled)")
+        return
+    table = Table(box=None, header_style="bold")
+    for column in ("NAME", "ID", "SIZE", "PARAMS", "FORMAT", "MODIFIED"):
+        table.add_column(column)
+    for m in manifests:
+        params = human_count(m.facts.parameters) if m.facts else "?"
+        table.add_row(
+            m.ref, m.sha256[:12], human_bytes(m.size_bytes), params, m.format, m.created_at
+        )
+    table_console().print(table)
+
+
+def _facts_rows(m: Manifest, earlier_versions: int = 0) -> list[tuple[str, str]]:
+    from llmedge.cli.output import human_bytes, human_count
+
+    rows = [
+        ("model", m.ref),
+        ("format", m.format),
+        ("size", human_bytes(m.size_bytes)),
+        ("sha256", m.sha256),
+    ]
+    if m.facts:
+        f = m.facts
+        rows += [
+            ("architecture", f.architecture),
+            ("parameters", f"{human_count(f.parameters)} ({f.parameters:,})"),
+            ("quantization", f.quantization),
+            ("context length", str(f.ctx_train_tokens or "?")),
+            ("layers", str(f.n_layers or "?")),
+            ("embedding", str(f.n_embd or "?")),
+            ("heads / kv heads", f"{f.n_heads or '?'} / {f.n_kv_heads or '?'}"),
+            ("vocabulary", str(f.vocab_size or "?")),
+        ]
+    rows += _report_rows(m)
+    rows += [
+        ("source", ", ".join(f"{k}={v}" for k, v in sorted(m.source.items()))),
+        ("pulled", m.created_at),
+    ]
+    if earlier_versions:
+        rows.append(("versions", f"{earlier_versions} earlier; `llmedge rollback {m.ref}`"))
+    return rows
+
+
+def _report_rows(m: Manifest) -> list[tuple[str, str]]:
+    r = m.quant_report
+    if r is None:
+        return []
+    rows = [
+        ("quantized from", f"{r.source} (sha256 {r.source_sha256[:12]}) in {r.seconds:.2f} s"),
+        ("bits per weight", f"{r.bits_per_weight:.2f}"),
+    ]
+    if r.perplexity is not None and r.source_perplexity is not None:
+        change = r.perplexity_change or 0.0
+        rows.append((
+            "perplexity",
+            f"{r.perplexity:.3f} ({change:+.2%} vs {r.source_perplexity:.3f} for {r.source}; "
+            f"{r.eval_tokens} tokens of {r.eval_text})",
+        ))  # fmt: skip
+    return rows
+
+
+def run_show(args: argparse.Namespace) -> None:
+    from rich.table import Table
+
+    from llmedge.cli.output import table_console
+
+    settings = Settings()
+    store = Store(settings.store_dir)
+    manifest = store.resolve(ModelRef.parse(args.model or settings.default_model))
+    template = (manifest.facts.chat_template if manifest.facts else None) or ""
+    if args.json:
+        print(manifest.to_json())
+        return
+    if args.template:
+        print(template)
+        return
+    table = Table(box=None, show_header=False)
+    table.add_column(style="bold")
+    table.add_column()
+    for key, value in _facts_rows(manifest, len(store.history(manifest.name, manifest.tag))):
+        table.add_row(key, value)
+    first_line = template.strip().splitlines()[0] if template.strip() else "(none: ChatML is used)"
+    table.add_row("chat template", first_line[:100] + (" …" if len(template) > 100 else ""))
+    table_console().print(table)
+
+
+def run_rm(args: argparse.Namespace) -> None:
+    store = Store(Settings().store_dir)
+    for name in args.models:
+        for manifest in store.remove(ModelRef.parse(name)):
+            print(f"removed {manifest.ref}")

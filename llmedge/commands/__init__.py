@@ -1,1 +1,0 @@
-"""The subcommands of `llmedge`, one module per group."""

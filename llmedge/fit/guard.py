@@ -1,0 +1,40 @@
+"""The load-time guard: refuse a GGUF model that would not fit, with numbers, before loading it.
+
+Without it an oversize model is killed by the OS halfway through loading, or drives the machine
+into swap; with it, `serve` and `run` stop with the estimate, the budget and what to try instead.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from llmedge.fit.advisor import check_fits
+from llmedge.fit.memory import FitOptions, gpu_layers_that_fit
+from llmedge.fit.shape import ModelShape, shape_from_header
+from llmedge.gguf import read_gguf_header
+from llmedge.hardware import probe_host
+
+
+def shape_of_file(path: Path, name: str = "") -> ModelShape:
+    """The exact shape of a GGUF file, named `name` (default: the file's stem)."""
+    return shape_from_header(read_gguf_header(path), name=name or path.stem)
+
+
+def ensure_fits(path: Path, options: FitOptions, budget_bytes: int | None, name: str = "") -> int:
+    """Raise `InsufficientMemoryError` when the model at `path` would not fit; else return the
+    layers to offload, the plan the check approved, which the load must then use.
+
+    The budget is `budget_bytes` when set, else the RAM available now. With a discrete GPU and
+    layers asked for (`options.gpu_layers`, -1: all), only the layers that fit in its free memory
+    are offloaded and left out of the RAM figure. Without one the whole model counts against RAM
+    and the request passes unchanged (unified memory, or a GPU this probe cannot see).
+    """
+    shape = shape_of_file(path, name)
+    host = probe_host()
+    gpu_layers = 0
+    if options.gpu_layers != 0 and host.gpus:
+        room = gpu_layers_that_fit(shape, options, host.gpus[0].vram_free_bytes)
+        gpu_layers = room if options.gpu_layers < 0 else min(room, options.gpu_layers)
+    budget = budget_bytes if budget_bytes is not None else host.available_ram_bytes
+    check_fits(shape, options, budget, gpu_layers)
+    return gpu_layers if host.gpus else options.gpu_layers
