@@ -17,11 +17,13 @@ from llmedge.errors import (
     DownloadError,
     EngineBusyError,
     ExtraNotInstalledError,
+    GenerationCancelledError,
     InsufficientMemoryError,
     InvalidModelFileError,
     InvalidRequestError,
     LlmedgeError,
     ModelNotFoundError,
+    ModelUnloadingError,
     StoreError,
 )
 from llmedge.generation import (
@@ -35,7 +37,14 @@ from llmedge.generation import (
 
 if TYPE_CHECKING:
     from llmedge.cards import ModelCard, all_cards, find_card
-    from llmedge.engine import Engine, GenerationStream, LoadedEntry, PreparedPrompt
+    from llmedge.engine import (
+        Engine,
+        GenerationStream,
+        Lease,
+        LoadedEntry,
+        ModelRunner,
+        PreparedPrompt,
+    )
     from llmedge.gguf import ModelFacts
     from llmedge.hub import ensure_model, pull
     from llmedge.settings import Settings
@@ -50,7 +59,9 @@ _LAZY = {
     "find_card": "llmedge.cards",
     "Engine": "llmedge.engine",
     "GenerationStream": "llmedge.engine",
+    "Lease": "llmedge.engine",
     "LoadedEntry": "llmedge.engine",
+    "ModelRunner": "llmedge.engine",
     "PreparedPrompt": "llmedge.engine",
     "ModelFacts": "llmedge.gguf",
     "ensure_model": "llmedge.hub",
@@ -81,11 +92,13 @@ __all__ = [
     "EngineBusyError",
     "ExtraNotInstalledError",
     "FinishReason",
+    "GenerationCancelledError",
     "GenerationChunk",
     "GenerationStream",
     "InsufficientMemoryError",
     "InvalidModelFileError",
     "InvalidRequestError",
+    "Lease",
     "LlmedgeError",
     "LoadedEntry",
     "Manifest",
@@ -93,6 +106,8 @@ __all__ = [
     "ModelFacts",
     "ModelNotFoundError",
     "ModelRef",
+    "ModelRunner",
+    "ModelUnloadingError",
     "PreparedPrompt",
     "SamplingParams",
     "Settings",

@@ -187,6 +187,20 @@ class EngineBusyError(LlmedgeError):
     retry_after_s = 2
 
 
+class ModelUnloadingError(EngineBusyError):
+    """A model that is being unloaded (or a server shutting down) takes no new work; retrying
+    loads it again, or reaches the server that replaces this one."""
+
+    code = "model_unloading"
+
+
+class GenerationCancelledError(LlmedgeError):
+    """A generation that stopped before it finished, because it was cancelled."""
+
+    http_status = 499
+    code = "generation_cancelled"
+
+
 class DecodeError(LlmedgeError):
     """The engine failed to decode a batch."""
 

@@ -7,7 +7,8 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 Role = Literal["system", "user", "assistant", "tool"]
-FinishReason = Literal["stop", "length", "cancelled"]
+# How a generation finished. One that is cancelled or fails does not finish: its stream raises.
+FinishReason = Literal["stop", "length"]
 
 
 @dataclass(frozen=True)

@@ -1,13 +1,21 @@
-"""Serving benchmark: llmedge against llama-cpp-python in-process and, optionally, llama-server.
+"""Serving benchmark: `llmedge serve` against llama-server, both up at once, runs interleaved.
 
-    python scripts/bench_serve.py [--llama-server PATH] [--parallel 8] [--tokens 64]
+    scripts/build_llama_server.sh            # once: llama-server from the same llama.cpp
+    python scripts/bench_serve.py --llama-server build/llama-server/cmake-build/bin/llama-server
 
-(a) one streaming client: time to first token and decode tokens/s, vs llama-cpp-python in-process;
-(b) 1, 4 and 8 concurrent streaming clients: aggregate tokens/s and p50/p99 time to first token;
-(c) a chat's turn 5 (about 1,800 tokens of history): time to first token with the prompt cache
-    reused vs a cold prompt (the same history behind a different first token).
-Each result is printed as a ratio against its baseline. Build a matching llama-server with
-scripts/build_llama_server.sh. Both servers get the same model, slots, context and threads.
+Both servers run with their default flags (llmedge: 4 slots of 4096 tokens; llama-server: its
+automatic 4 slots over one unified cache of the model's trained context), on the same model and
+threads. Each round runs every scenario on each server in turn, the order alternating between
+rounds (A/B, B/A, …), and the figures are medians over the rounds, since these machines drift by
+a quarter between back-to-back runs. Scenarios:
+
+(a) one streaming client: time to first token and decode tokens/s;
+(b) 1, 4 and 8 concurrent streaming clients: aggregate tokens/s, p50 and p99 time to first token;
+(c) a chat's turn 5 (about 1,800 tokens of history): time to first token with the cache reused,
+    and cold (the same history behind a different first token).
+
+`--no-kv-unified` adds a third server, llama-server with that flag (one cache per slot, as llmedge
+has), so the effect of that one choice shows separately. Ratios are llmedge / llama-server.
 """
 
 from __future__ import annotations
@@ -21,7 +29,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -79,29 +87,6 @@ def stream_chat(url: str, model: str, messages: list[dict[str, str]], tokens: in
     return Stream(first - started, speed, generated, time.perf_counter() - started)
 
 
-def in_process(path: Path, settings: Settings, ctx: int, tokens: int, runs: int) -> list[Stream]:
-    import llama_cpp
-
-    llama = llama_cpp.Llama(str(path), n_ctx=ctx, n_threads=settings.threads, verbose=False)
-    results = []
-    for run in range(runs):
-        started = time.perf_counter()
-        first = last = 0.0
-        generated = 0
-        for chunk in llama.create_chat_completion(
-            question(1000 + run), max_tokens=tokens, temperature=0, stream=True
-        ):
-            if chunk["choices"][0]["delta"].get("content"):
-                last = time.perf_counter()
-                first = first or last
-                generated += 1
-        results.append(
-            Stream(first - started, (generated - 1) / (last - first), generated, last - started)
-        )
-    llama.close()
-    return results
-
-
 def concurrent(
     url: str, model: str, clients: int, tokens: int, offset: int
 ) -> tuple[float, list[float]]:
@@ -141,24 +126,21 @@ def chat_turn_five(url: str, model: str, session: int) -> tuple[float, float]:
 
 
 @contextmanager
-def llama_server(
-    binary: str, model: Path, settings: Settings, parallel: int, ctx: int
-) -> Iterator[str]:
-    port = 18000 + (int(time.time()) % 1000)
-    command = [
-        binary, "-m", str(model), "--host", "127.0.0.1", "--port", str(port),
-        "-np", str(parallel), "-c", str(ctx * parallel), "-t", str(settings.threads),
-        "--no-webui", "--no-kv-unified",
-    ]  # fmt: skip
+def llama_server(binary: str, model: Path, port: int, extra: tuple[str, ...]) -> Iterator[str]:
+    """llama-server with its default flags (plus `extra`), once /health answers."""
+    command = [binary, "-m", str(model), "--host", "127.0.0.1", "--port", str(port), *extra]
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         url = f"http://127.0.0.1:{port}"
-        for _ in range(600):
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
             try:
                 if httpx.get(f"{url}/health", timeout=1).status_code == 200:
                     break
             except httpx.HTTPError:
                 pass
+            if process.poll() is not None:
+                raise RuntimeError(f"{binary} exited with {process.returncode}")
             time.sleep(0.1)
         yield f"{url}/v1"
     finally:
@@ -166,14 +148,20 @@ def llama_server(
         process.wait(timeout=30)
 
 
-def measure_server(url: str, model: str, args: argparse.Namespace) -> dict[str, object]:
-    stream_chat(url, model, question(-1), 8)  # warm-up
-    single = [stream_chat(url, model, question(i), args.tokens) for i in range(args.runs)]
-    scaling = {}
-    for n, clients in enumerate(args.clients):
-        scaling[clients] = concurrent(url, model, clients, args.tokens, 100 * (n + 1))
-    turn5 = [chat_turn_five(url, model, s) for s in range(2)]
-    return {"single": single, "scaling": scaling, "turn5": turn5}
+@dataclass
+class Round:
+    single: Stream
+    scaling: dict[int, tuple[float, list[float]]]
+    turn5: tuple[float, float]
+
+
+def one_round(url: str, model: str, args: argparse.Namespace, n: int) -> Round:
+    single = stream_chat(url, model, question(10_000 * n), args.tokens)
+    scaling = {
+        clients: concurrent(url, model, clients, args.tokens, 10_000 * n + 100 * clients)
+        for clients in args.clients
+    }
+    return Round(single, scaling, chat_turn_five(url, model, 10_000 * n))
 
 
 def pct(values: list[float], q: float) -> float:
@@ -181,75 +169,77 @@ def pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
+def med(values: list[float]) -> float:
+    return statistics.median(values)
+
+
+def report(names: list[str], rounds: dict[str, list[Round]], args: argparse.Namespace) -> None:
+    ours, base = names[0], names[1]
+
+    def cols(values: dict[str, float], fmt: str) -> str:
+        row = "".join(f"{format(values[name], fmt):>14}" for name in names)
+        return row + f"{values[ours] / values[base]:>9.2f}"
+
+    print(f"{'':28}" + "".join(f"{name:>14}" for name in names) + f"{'ratio':>9}")
+    print("(a) one client")
+    single = {n: med([r.single.ttft_s for r in rounds[n]]) for n in names}
+    print(f"{'  time to first token (s)':28}{cols(single, '.3f')}")
+    speed = {n: med([r.single.decode_tokens_per_s for r in rounds[n]]) for n in names}
+    print(f"{'  decode tokens/s':28}{cols(speed, '.1f')}")
+    print("(b) concurrent streaming clients")
+    for clients in args.clients:
+        agg = {n: med([r.scaling[clients][0] for r in rounds[n]]) for n in names}
+        p50 = {n: med([pct(r.scaling[clients][1], 0.5) for r in rounds[n]]) for n in names}
+        p99 = {n: med([pct(r.scaling[clients][1], 0.99) for r in rounds[n]]) for n in names}
+        print(f"{f'  {clients} clients: tokens/s':28}{cols(agg, '.1f')}")
+        print(f"{f'  {clients} clients: p50 ttft (s)':28}{cols(p50, '.3f')}")
+        print(f"{f'  {clients} clients: p99 ttft (s)':28}{cols(p99, '.3f')}")
+    print("(c) chat turn 5, time to first token (s)")
+    warm = {n: med([r.turn5[0] for r in rounds[n]]) for n in names}
+    cold = {n: med([r.turn5[1] for r in rounds[n]]) for n in names}
+    print(f"{'  cache reused':28}{cols(warm, '.3f')}")
+    print(f"{'  cold':28}{cols(cold, '.3f')}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="smollm2-135m")
-    parser.add_argument("--llama-server", metavar="PATH", help="llama-server binary to compare")
-    parser.add_argument("--parallel", type=int, default=8)
-    parser.add_argument("--ctx", type=int, default=4096, help="context per slot")
-    parser.add_argument("--tokens", type=int, default=64)
-    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--llama-server", metavar="PATH", required=True)
+    parser.add_argument("--no-kv-unified", action="store_true", help="a third server, so")
+    parser.add_argument("--tokens", type=int, default=96)
+    parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument(
         "--clients", type=lambda s: [int(x) for x in s.split(",")], default=[1, 4, 8]
     )
     args = parser.parse_args()
 
-    with tempfile.TemporaryDirectory() as home:
+    with tempfile.TemporaryDirectory() as home, ExitStack() as stack:
         settings = Settings(home=Path(home))
         store = Store(settings.store_dir)
         manifest = ensure_model(store, args.model)
         path = store.verified_blob(manifest)
-        flags = ("--parallel", str(args.parallel), "--ctx", str(args.ctx))
-        with running_server(Path(home), *flags) as url:
-            ours = measure_server(url, manifest.ref, args)
-        theirs = None
-        if args.llama_server:
-            with llama_server(args.llama_server, path, settings, args.parallel, args.ctx) as url:
-                theirs = measure_server(url, manifest.ref, args)
-        local = in_process(path, settings, args.ctx, args.tokens, args.runs)
+        urls = {"llmedge": stack.enter_context(running_server(Path(home), timeout_s=120))}
+        port = 18000 + (int(time.time()) % 1000)
+        urls["llama-server"] = stack.enter_context(llama_server(args.llama_server, path, port, ()))
+        if args.no_kv_unified:
+            urls["--no-kv-unified"] = stack.enter_context(
+                llama_server(args.llama_server, path, port + 1, ("--no-kv-unified",))
+            )
+        names = list(urls)
+        for url in urls.values():  # warm-up: the first answer of a process is slower
+            stream_chat(url, manifest.ref, question(-1), 8)
+        rounds: dict[str, list[Round]] = {name: [] for name in names}
+        for n in range(args.rounds):
+            order = names if n % 2 == 0 else names[::-1]
+            for name in order:
+                rounds[name].append(one_round(urls[name], manifest.ref, args, n))
+            print(f"round {n + 1} of {args.rounds} done", file=sys.stderr)
 
-    def med(streams: list[Stream], field: str) -> float:
-        return statistics.median(getattr(s, field) for s in streams)
-
-    print(f"model {manifest.ref}; {args.parallel} slots of {args.ctx} tokens; "
-          f"{args.tokens}-token greedy answers; {settings.threads} threads")  # fmt: skip
-    print("\n(a) one client, median of", args.runs)
-    print(f"{'':26}{'llmedge':>10}{'in-process':>12}{'ratio':>8}")
-    for label, field in (
-        ("time to first token (s)", "ttft_s"),
-        ("decode tokens/s", "decode_tokens_per_s"),
-    ):
-        a, b = med(ours["single"], field), med(local, field)  # type: ignore[arg-type]
-        print(f"{label:26}{a:10.3f}{b:12.3f}{a / b:8.2f}")
-    if theirs:
-        a = med(ours["single"], "decode_tokens_per_s")  # type: ignore[arg-type]
-        b = med(theirs["single"], "decode_tokens_per_s")  # type: ignore[arg-type]
-        print(f"{'vs llama-server tokens/s':26}{a:10.1f}{b:12.1f}{a / b:8.2f}")
-
-    print("\n(b) concurrent streaming clients")
-    header = f"{'clients':>8}{'llmedge tok/s':>15}{'p50 ttft':>10}{'p99 ttft':>10}"
     print(
-        header
-        + (
-            f"{'llama-server tok/s':>20}{'p50 ttft':>10}{'p99 ttft':>10}{'ratio':>8}"
-            if theirs
-            else ""
-        )
+        f"model {manifest.ref}; {args.tokens}-token greedy answers; {settings.threads} threads; "
+        f"both servers with default flags; medians of {args.rounds} interleaved rounds"
     )
-    for clients, (speed, ttfts) in ours["scaling"].items():  # type: ignore[attr-defined]
-        row = f"{clients:8d}{speed:15.1f}{pct(ttfts, 0.5):10.3f}{pct(ttfts, 0.99):10.3f}"
-        if theirs:
-            other, other_ttfts = theirs["scaling"][clients]  # type: ignore[index]
-            p50, p99 = pct(other_ttfts, 0.5), pct(other_ttfts, 0.99)
-            row += f"{other:20.1f}{p50:10.3f}{p99:10.3f}{speed / other:8.2f}"
-        print(row)
-
-    print("\n(c) chat turn 5, time to first token (s)")
-    for name, result in (("llmedge", ours), ("llama-server", theirs)):
-        if result:
-            warm = statistics.median(w for w, _ in result["turn5"])  # type: ignore[attr-defined]
-            cold = statistics.median(c for _, c in result["turn5"])  # type: ignore[attr-defined]
-            print(f"{name:14} cache reused {warm:.3f}  cold {cold:.3f}  ratio {warm / cold:.3f}")
+    report(names, rounds, args)
 
 
 if __name__ == "__main__":

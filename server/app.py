@@ -48,7 +48,7 @@ def create_app(engine: Engine) -> FastAPI:
         """200 when the server can answer; 503 while a model is loading."""
         state = server_state(request)
         loaded = [e.manifest.ref for e in state.engine.loaded()]
-        if state.loading:
+        if state.engine.loading():
             return JSONResponse({"status": "loading", "models_loaded": loaded}, status_code=503)
         return {"status": "ok", "models_loaded": loaded}
 
@@ -56,7 +56,7 @@ def create_app(engine: Engine) -> FastAPI:
     async def metrics(request: Request) -> PlainTextResponse:
         """Prometheus metrics."""
         state = server_state(request)
-        text = state.metrics.render(state.engine.loaded(), state.loading)
+        text = state.metrics.render(state.engine.loaded(), state.engine.loading())
         return PlainTextResponse(text, media_type=CONTENT_TYPE)
 
     return app

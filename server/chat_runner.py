@@ -7,19 +7,20 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any, Literal, Protocol
+from typing import Any, Literal
 
 from llmedge import (
     ChatMessage,
     Engine,
-    EngineBusyError,
     GenerationChunk,
     GenerationStream,
+    LlmedgeError,
     PreparedPrompt,
     SamplingParams,
     TokenLogprob,
     ToolCall,
 )
+from llmedge.engine import GenerationObserver
 from llmedge.prompting import (
     ToolCallParser,
     detect_tool_format,
@@ -30,14 +31,6 @@ from llmedge.prompting import (
 
 ToolMode = Literal["none", "auto", "required"]
 Finish = Literal["stop", "length", "tool_calls"]
-
-
-class Tracker(Protocol):
-    """Told when each generation starts and ends (None: it ended without finishing)."""
-
-    def generation_started(self) -> None: ...
-
-    def generation_finished(self, last: GenerationChunk | None) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -51,6 +44,7 @@ class ChatSpec:
     tool_mode: ToolMode = "auto"
     forced_tool: str | None = None  # a tool the answer must call
     parallel_tool_calls: bool = True
+    keep_alive_s: float | None = None  # how long the model stays loaded once idle
 
 
 @dataclass(frozen=True)
@@ -70,19 +64,25 @@ def _tool_name(tool: Mapping[str, Any]) -> str:
 def prepare_chat(engine: Engine, spec: ChatSpec) -> Prepared:
     """Render the conversation for the model's tool format; constrain a forced call by grammar.
 
-    Blocking: it may load the model and tokenizes the prompt."""
-    manifest = engine.resolve(spec.model)
-    fmt = detect_tool_format(manifest.facts.chat_template if manifest.facts else None)
-    offered = [dict(t) for t in spec.tools] if spec.tool_mode != "none" else []
-    params = spec.params
-    if spec.forced_tool or spec.tool_mode == "required":
-        chosen = [t for t in offered if spec.forced_tool in (None, _tool_name(t))]
-        grammar = forced_call_grammar(fmt, chosen, parallel=spec.parallel_tool_calls)
-        params = replace(params, grammar=grammar)
+    Blocking: it may load the model and tokenizes the prompt. The prompt holds a lease on the
+    model until its generations start (`ChoiceRun`) or it is released."""
+    lease = engine.lease(spec.model, spec.keep_alive_s)
+    try:
+        facts = lease.manifest.facts
+        fmt = detect_tool_format(facts.chat_template if facts else None)
+        offered = [dict(t) for t in spec.tools] if spec.tool_mode != "none" else []
+        params = spec.params
+        if spec.forced_tool or spec.tool_mode == "required":
+            chosen = [t for t in offered if spec.forced_tool in (None, _tool_name(t))]
+            grammar = forced_call_grammar(fmt, chosen, parallel=spec.parallel_tool_calls)
+            params = replace(params, grammar=grammar)
+    except BaseException:
+        lease.release()
+        raise
     if fmt.native:
-        prompt = engine.prepare_chat(manifest.ref, spec.messages, params, tools=offered or None)
+        prompt = engine.prepare_chat(lease, spec.messages, params, tools=offered or None)
     else:
-        prompt = engine.prepare_chat(manifest.ref, fold_messages(spec.messages, offered), params)
+        prompt = engine.prepare_chat(lease, fold_messages(spec.messages, offered), params)
     names = tuple(_tool_name(t) for t in offered)
     return Prepared(prompt, names, whole_message_json=fmt.style == "llama3")
 
@@ -116,10 +116,7 @@ class ChoiceResult:
 
 
 def _finish(chunk: GenerationChunk, called: bool) -> Finish:
-    if called:
-        return "tool_calls"
-    # A cancelled stream has no reader left; "stop" keeps the value within OpenAI's set.
-    return "length" if chunk.finish_reason == "length" else "stop"
+    return "tool_calls" if called else chunk.finish_reason or "stop"
 
 
 async def _choice_events(
@@ -156,40 +153,43 @@ async def _choice_events(
 
 
 class ChoiceRun:
-    """The `n` generations of one request, started at once (a full queue raises here, before a
-    byte is sent) and read together with `events()`."""
+    """The `n` generations of one request, started at once and read together with `events()`.
+
+    Starting is where a request can still be refused cleanly (a full queue, a grammar the engine
+    will not take), before a byte is sent. The prompt's lease is released once they started."""
 
     def __init__(
-        self, engine: Engine, prepared: Prepared, n: int = 1, tracker: Tracker | None = None
+        self,
+        engine: Engine,
+        prepared: Prepared,
+        n: int = 1,
+        observer: GenerationObserver | None = None,
+        loop: asyncio.AbstractEventLoop | None = None,
     ) -> None:
         self.prepared = prepared
-        self._tracker = tracker
         self._streams: list[GenerationStream] = []
-        self._open: set[int] = set()
         base = prepared.prompt
         try:
             for i in range(n):
                 params = base.params
                 if i and params.seed is not None:
                     params = replace(params, seed=params.seed + i)  # distinct, yet repeatable
-                self._streams.append(engine.start(replace(base, params=params)))
-                self._open.add(i)
-                if tracker is not None:
-                    tracker.generation_started()
-        except EngineBusyError:
+                prompt = replace(base, params=params)
+                self._streams.append(engine.start(prompt, observer=observer, loop=loop))
+        except LlmedgeError:
             self.cancel()
             raise
+        finally:
+            base.release()
 
-    def _finished(self, index: int, last: GenerationChunk | None) -> None:
-        if index in self._open:
-            self._open.discard(index)
-            if self._tracker is not None:
-                self._tracker.generation_finished(last)
+    @property
+    def model_ref(self) -> str:
+        """The stored model these generations run on."""
+        return self.prepared.prompt.model.manifest.ref
 
     def cancel(self) -> None:
-        for index, stream in enumerate(self._streams):
+        for stream in self._streams:
             stream.cancel()
-            self._finished(index, None)
 
     async def events(self) -> AsyncIterator[ChoiceEvent]:
         """Events of all choices, interleaved as they come."""
@@ -198,8 +198,6 @@ class ChoiceRun:
         async def pump(index: int, stream: GenerationStream) -> None:
             try:
                 async for event in _choice_events(index, stream, self.prepared):
-                    if event.last is not None:
-                        self._finished(index, event.last)
                     await queue.put(event)
                 await queue.put(None)
             except Exception as exc:  # handed to the reader, who raises it

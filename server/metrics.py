@@ -12,9 +12,16 @@ from collections.abc import Iterable
 
 import psutil
 
-from llmedge import GenerationChunk, LoadedEntry
+from llmedge import GenerationChunk, ModelRunner
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+# What each engine counter means (llmedge_engine_<name>, per loaded model).
+ENGINE_HELP = {
+    "decode_steps_total": "Batched decode steps run.",
+    "decode_seconds_total": "Seconds spent in batched decode steps.",
+    "decode_step_seconds_max": "Longest batched decode step.",
+    "cancel_free_seconds_max": "Longest a cancelled generation kept its slot (one step at most).",
+}
 
 
 def single(value: float) -> list[tuple[str, float]]:
@@ -62,7 +69,7 @@ class Metrics:
             if last.time_to_first_token_s:
                 self.first_token_seconds += last.time_to_first_token_s
 
-    def render(self, loaded: Iterable[LoadedEntry], loading: int) -> str:
+    def render(self, loaded: Iterable[ModelRunner], loading: int) -> str:
         """The exposition text."""
         entries = list(loaded)
         slots = sum(max(1, e.model.parallel) for e in entries)
@@ -137,6 +144,15 @@ class Metrics:
         metric("slots", "gauge", "Generations the loaded models can run at once.", single(slots))
         metric("models_loaded", "gauge", "Models in memory.", single(len(entries)))
         metric("models_loading", "gauge", "Models being loaded now.", single(loading))
+        by_name: dict[str, list[tuple[str, float]]] = {}
+        for entry in entries:
+            label = f'{{model="{_escape(entry.manifest.ref)}"}}'
+            for name, value in sorted(entry.model.counters().items()):
+                by_name.setdefault(name, []).append((label, value))
+        for name, samples in by_name.items():
+            kind = "counter" if name.endswith("_total") else "gauge"
+            help_ = ENGINE_HELP.get(name, "Reported by the model's engine.")
+            metric(f"engine_{name}", kind, help_, samples)
         rss = psutil.Process().memory_info().rss
         metric(
             "resident_memory_bytes", "gauge", "Resident memory of the server process.", single(rss)

@@ -14,7 +14,7 @@ from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import JSONResponse
 
 from llmedge import (
     ChatMessage,
@@ -23,7 +23,7 @@ from llmedge import (
     LlmedgeError,
     SamplingParams,
 )
-from server.chat_runner import ChatSpec, ChoiceEvent, ChoiceRun, Prepared, prepare_chat
+from server.chat_runner import ChatSpec, ChoiceEvent, Prepared, prepare_chat
 from server.ollama_models import router as models_router
 from server.ollama_schemas import (
     ChatRequest,
@@ -35,6 +35,7 @@ from server.ollama_schemas import (
 )
 from server.openai_routes import check_max_tokens, shorten
 from server.state import ServerState, server_state
+from server.streaming import RunLines
 
 router = APIRouter(prefix="/api", tags=["ollama"])
 router.include_router(models_router)
@@ -98,19 +99,24 @@ Shape = Callable[[str, list[dict[str, Any]], bool], dict[str, Any]]
 
 async def _answer(
     state: ServerState,
-    prepared: Prepared,
+    prepare: Callable[[], Prepared],
+    model: str,
     stream: bool,
     shape: Shape,
-    timing: tuple[float, float],
 ) -> Any:
     """Run one generation; answer with NDJSON objects as it goes, or with one object at the end."""
-    run = ChoiceRun(state.engine, prepared, 1, state.metrics)
-    model = prepared.prompt.model.manifest.ref
+    started = time.perf_counter()
+    loaded = {e.manifest.ref for e in state.engine.loaded()}
+    run = await state.start(prepare)
+    ref = run.model_ref
+    load_s = 0.0 if ref in loaded else time.perf_counter() - started
+    logprobs_wanted = run.prepared.prompt.params.logprobs
 
     def final(event: ChoiceEvent, text: str, calls: list[dict[str, Any]]) -> dict[str, Any]:
-        body = {"model": model, "created_at": now_rfc3339(), **shape(text, calls, True)}
+        body = {"model": ref, "created_at": now_rfc3339(), **shape(text, calls, True)}
         reason = "length" if event.finish == "length" else "stop"
-        return {**body, "done": True, "done_reason": reason, **_stats(event.last, *timing)}
+        stats = _stats(event.last, started, load_s)
+        return {**body, "done": True, "done_reason": reason, **stats}
 
     def call_json(event: ChoiceEvent) -> list[dict[str, Any]]:
         return [
@@ -129,9 +135,10 @@ async def _answer(
                 last_event = event
         finally:
             run.cancel()
-        assert last_event is not None
+        if last_event is None or last_event.finish is None:
+            raise LlmedgeError(f"{ref} ended the answer without finishing it")
         body = final(last_event, text, calls)
-        if prepared.prompt.params.logprobs:
+        if logprobs_wanted:
             body["logprobs"] = logprobs
         return JSONResponse(body)
 
@@ -142,12 +149,12 @@ async def _answer(
                     body = final(event, event.content, call_json(event))
                 else:
                     body = {
-                        "model": model,
+                        "model": ref,
                         "created_at": now_rfc3339(),
                         **shape(event.content, call_json(event), False),
                         "done": False,
                     }
-                if prepared.prompt.params.logprobs:
+                if logprobs_wanted:
                     body["logprobs"] = _logprobs(event)
                 yield json.dumps(body) + "\n"
         except LlmedgeError as exc:
@@ -155,22 +162,7 @@ async def _answer(
         finally:
             run.cancel()
 
-    return StreamingResponse(lines(), media_type=NDJSON)
-
-
-async def _prepare(
-    state: ServerState, model: str, work: Callable[[], Prepared], keep_alive_s: float | None
-) -> tuple[Prepared, float]:
-    started = time.perf_counter()
-    loaded = {e.manifest.ref for e in state.engine.loaded()}
-
-    def load_then_work() -> Prepared:
-        state.engine.load(model, keep_alive_s)
-        return work()
-
-    prepared = await state.run(model, load_then_work)
-    load_s = 0.0 if prepared.prompt.model.manifest.ref in loaded else time.perf_counter() - started
-    return prepared, load_s
+    return RunLines(lines(), run, media_type=NDJSON)
 
 
 def _checked(
@@ -189,10 +181,10 @@ async def _load_only(
     """Ollama's way to load a model, or with keep_alive 0 to unload it: nothing to answer."""
     if keep_alive_s == 0:
         manifest = await run_in_threadpool(state.engine.resolve, model)
-        await run_in_threadpool(state.engine.unload, model)
+        await run_in_threadpool(state.engine.expire, model)
         reason = "unload"
     else:
-        manifest = await state.run(model, lambda: state.engine.load(model, keep_alive_s).manifest)
+        manifest = await state.run(lambda: state.engine.load(model, keep_alive_s).manifest)
         reason = "load"
     body: dict[str, Any] = {"model": manifest.ref, "created_at": now_rfc3339(), "done": True}
     body["done_reason"] = reason
@@ -202,7 +194,6 @@ async def _load_only(
 
 @router.post("/chat")
 async def chat(body: ChatRequest, request: Request) -> Any:
-    started = time.perf_counter()
     state, params, keep = _checked(body, request)
     if not body.messages:
         return await _load_only(state, body.model, "message", keep)
@@ -211,9 +202,7 @@ async def chat(body: ChatRequest, request: Request) -> Any:
         messages=chat_messages(body.messages),
         params=params,
         tools=[t.as_dict() for t in body.tools or ()],
-    )
-    prepared, load_s = await _prepare(
-        state, body.model, lambda: prepare_chat(state.engine, spec), keep
+        keep_alive_s=keep,
     )
 
     def shape(text: str, calls: list[dict[str, Any]], done: bool) -> dict[str, Any]:
@@ -222,29 +211,31 @@ async def chat(body: ChatRequest, request: Request) -> Any:
             message["tool_calls"] = calls
         return {"message": message}
 
-    return await _answer(state, prepared, body.stream, shape, (started, load_s))
+    return await _answer(
+        state, lambda: prepare_chat(state.engine, spec), body.model, body.stream, shape
+    )
 
 
 @router.post("/generate")
 async def generate(body: GenerateRequest, request: Request) -> Any:
-    started = time.perf_counter()
     state, params, keep = _checked(body, request)
     if not body.prompt and not body.system:
         return await _load_only(state, body.model, "response", keep)
+    engine = state.engine
 
-    def work() -> Prepared:
+    def prepare() -> Prepared:
         if body.raw:
-            return Prepared(state.engine.prepare_text(body.model, body.prompt, params))
+            return Prepared(
+                engine.prepare_text(engine.lease(body.model, keep), body.prompt, params)
+            )
         system = [ChatMessage("system", body.system)] if body.system else []
         messages = [*system, ChatMessage("user", body.prompt)]
-        return prepare_chat(state.engine, ChatSpec(body.model, messages, params))
-
-    prepared, load_s = await _prepare(state, body.model, work, keep)
+        return prepare_chat(engine, ChatSpec(body.model, messages, params, keep_alive_s=keep))
 
     def shape(text: str, calls: list[dict[str, Any]], done: bool) -> dict[str, Any]:
         return {"response": text}
 
-    return await _answer(state, prepared, body.stream, shape, (started, load_s))
+    return await _answer(state, prepare, body.model, body.stream, shape)
 
 
 async def _embed(
@@ -252,12 +243,7 @@ async def _embed(
 ) -> tuple[str, list[list[float]], int]:
     keep_alive_s = keep_alive_seconds(keep)
     manifest = await run_in_threadpool(state.engine.resolve, model)
-
-    def work() -> tuple[list[list[float]], int]:
-        state.engine.load(manifest.ref, keep_alive_s)
-        return state.engine.embed(manifest.ref, texts)
-
-    vectors, tokens = await state.run(model, work)
+    vectors, tokens = await state.run(lambda: state.engine.embed(manifest.ref, texts, keep_alive_s))
     return manifest.ref, vectors, tokens
 
 

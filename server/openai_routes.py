@@ -14,7 +14,6 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
-from sse_starlette import EventSourceResponse
 
 from llmedge import ContextLengthExceededError, InvalidRequestError, LlmedgeError, Manifest
 from llmedge.prompting import json_object_grammar, schema_grammar
@@ -29,6 +28,7 @@ from server.schemas import (
     error_body,
 )
 from server.state import ServerState, server_state
+from server.streaming import RunEvents
 
 router = APIRouter(prefix="/v1", tags=["openai"])
 
@@ -130,13 +130,12 @@ async def chat_completions(body: ChatCompletionRequest, request: Request) -> Any
     body.check()
     check_max_tokens(state, body.max_completion_tokens or body.max_tokens, "max_tokens")
     spec = _chat_spec(body)
-    prepared = await state.run(body.model, lambda: prepare_chat(state.engine, spec))
-    shape = ChatShape(prepared.prompt.model.manifest.ref, logprobs=bool(body.logprobs))
-    run = ChoiceRun(state.engine, prepared, body.n, state.metrics)
+    run = await state.start(lambda: prepare_chat(state.engine, spec), body.n)
+    shape = ChatShape(run.model_ref, logprobs=bool(body.logprobs))
     if body.stream:
         usage = shape.usage_chunk if body.include_usage else None
         events = _sse(run, body.n, shape.first_chunk, shape.chunk, usage)
-        return EventSourceResponse(events, ping=15)
+        return RunEvents(events, run, ping=15)
     try:
         results = await run.collect()
     finally:
@@ -148,14 +147,14 @@ async def chat_completions(body: ChatCompletionRequest, request: Request) -> Any
 async def completions(body: CompletionRequest, request: Request) -> Any:
     state = server_state(request)
     check_max_tokens(state, body.max_tokens, "max_tokens")
-    prompt = await state.run(
-        body.model, lambda: state.engine.prepare_text(body.model, body.prompt, body.params())
+    engine = state.engine
+    run = await state.start(
+        lambda: Prepared(engine.prepare_text(body.model, body.prompt, body.params())), body.n
     )
-    shape = TextShape(prompt.model.manifest.ref, logprobs=body.logprobs is not None)
-    run = ChoiceRun(state.engine, Prepared(prompt), body.n, state.metrics)
+    shape = TextShape(run.model_ref, logprobs=body.logprobs is not None)
     if body.stream:
         usage = shape.usage_chunk if body.include_usage else None
-        return EventSourceResponse(_sse(run, body.n, None, shape.chunk, usage), ping=15)
+        return RunEvents(_sse(run, body.n, None, shape.chunk, usage), run, ping=15)
     try:
         results = await run.collect()
     finally:
@@ -183,9 +182,7 @@ async def embeddings(body: EmbeddingRequest, request: Request) -> dict[str, Any]
     texts = [body.input] if isinstance(body.input, str) else body.input
     manifest = await run_in_threadpool(state.engine.resolve, body.model)
     try:
-        vectors, tokens = await state.run(
-            body.model, lambda: state.engine.embed(manifest.ref, texts)
-        )
+        vectors, tokens = await state.run(lambda: state.engine.embed(manifest.ref, texts))
     except ContextLengthExceededError as exc:
         raise InvalidRequestError(str(exc), param="input", code=exc.code) from exc
     data = []

@@ -11,7 +11,7 @@ from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
-from sse_starlette import EventSourceResponse, ServerSentEvent
+from sse_starlette import ServerSentEvent
 
 from llmedge import GenerationChunk, LlmedgeError, SamplingParams, ToolCall
 from llmedge.prompting import json_object_grammar, schema_grammar
@@ -19,6 +19,7 @@ from server.chat_runner import ChatSpec, ChoiceRun, prepare_chat
 from server.openai_routes import check_max_tokens
 from server.responses_schemas import NamedFunction, ResponsesRequest, SchemaFormat
 from server.state import server_state
+from server.streaming import RunEvents
 
 router = APIRouter(prefix="/v1", tags=["openai"])
 
@@ -215,11 +216,10 @@ async def create_response(body: ResponsesRequest, request: Request) -> Any:
     body.check()
     check_max_tokens(state, body.max_output_tokens, "max_output_tokens")
     spec = _spec(body)
-    prepared = await state.run(body.model, lambda: prepare_chat(state.engine, spec))
-    builder = ResponseBuilder(body, prepared.prompt.model.manifest.ref)
-    run = ChoiceRun(state.engine, prepared, 1, state.metrics)
+    run = await state.start(lambda: prepare_chat(state.engine, spec))
+    builder = ResponseBuilder(body, run.model_ref)
     if body.stream:
-        return EventSourceResponse(_stream(run, builder), ping=15)
+        return RunEvents(_stream(run, builder), run, ping=15)
     try:
         (result,) = await run.collect()
     finally:

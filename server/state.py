@@ -1,8 +1,8 @@
-"""What the routes share: the engine, the metrics, and which models are loading right now."""
+"""What the routes share: the engine and the metrics, and the way a request starts its work."""
 
 from __future__ import annotations
 
-import threading
+import asyncio
 from collections.abc import Callable
 from typing import TypeVar
 
@@ -10,6 +10,7 @@ from fastapi import Request
 from fastapi.concurrency import run_in_threadpool
 
 from llmedge import Engine
+from server.chat_runner import ChoiceRun, Prepared
 from server.metrics import Metrics
 
 T = TypeVar("T")
@@ -21,32 +22,19 @@ class ServerState:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self.metrics = Metrics()
-        self._lock = threading.Lock()
-        self._loading = 0
 
-    @property
-    def loading(self) -> int:
-        """Models being loaded now; /health answers 503 while there are any."""
-        return self._loading
+    async def run(self, work: Callable[[], T]) -> T:
+        """Blocking engine work (resolving, loading, tokenizing), off the event loop."""
+        return await run_in_threadpool(work)
 
-    async def run(self, model: str | None, work: Callable[[], T]) -> T:
-        """Run blocking engine work (resolving, loading, tokenizing) off the event loop, counted
-        as a load while the model it needs is not in memory yet."""
-
-        def tracked() -> T:
-            manifest = self.engine.resolve(model)
-            loads = all(e.manifest.digest != manifest.digest for e in self.engine.loaded())
-            if loads:
-                with self._lock:
-                    self._loading += 1
-            try:
-                return work()
-            finally:
-                if loads:
-                    with self._lock:
-                        self._loading -= 1
-
-        return await run_in_threadpool(tracked)
+    async def start(self, prepare: Callable[[], Prepared], n: int = 1) -> ChoiceRun:
+        """Prepare a request and start its `n` generations, off the event loop: both block
+        (loading the model, tokenizing, building a grammar). A refusal raises here, before the
+        answer's first byte."""
+        loop = asyncio.get_running_loop()
+        return await run_in_threadpool(
+            lambda: ChoiceRun(self.engine, prepare(), n, self.metrics, loop)
+        )
 
 
 def server_state(request: Request) -> ServerState:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import subprocess
 import sys
 import time
@@ -14,6 +15,8 @@ from pathlib import Path
 import httpx
 
 READY = re.compile(r"llmedge serving (\S+) at (http://\S+)/v1")
+# A server whose test run is killed goes too, never left running (util-linux's setpriv).
+DIE_WITH_PARENT = ["setpriv", "--pdeathsig", "TERM"] if shutil.which("setpriv") else []
 
 
 @contextmanager
@@ -23,9 +26,13 @@ def running_server(
     """Yields the server's base URL (ending in /v1) once /health answers; `env` adds to the
     environment it starts with."""
     env = {**os.environ, **(env or {}), "LLMEDGE_HOME": str(home), "PYTHONUNBUFFERED": "1"}
-    command = [sys.executable, "-m", "llmedge.cli", "serve", "--port", "0", *args]
+    command = [*DIE_WITH_PARENT, sys.executable, "-m", "llmedge.cli", "serve", "--port", "0", *args]
     process = subprocess.Popen(
-        command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        command,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
     )
     try:
         assert process.stdout is not None

@@ -9,7 +9,15 @@ from pathlib import Path
 import pytest
 from fake_backend import ScriptedBackend, ScriptedModel
 
-from llmedge import Engine, InsufficientMemoryError, SamplingParams, Settings, Store, pull
+from llmedge import (
+    Engine,
+    EngineBusyError,
+    InsufficientMemoryError,
+    SamplingParams,
+    Settings,
+    Store,
+    pull,
+)
 
 
 class ModelPerLoad(ScriptedBackend):
@@ -68,15 +76,25 @@ def test_the_least_recently_used_idle_model_makes_room(
     assert engine.loaded() == [second] and backend.models[0].closed
 
 
-def test_a_busy_model_is_not_evicted(settings: Settings, store: Store, two_models) -> None:
+def test_a_busy_model_is_not_evicted_and_the_limit_holds(
+    settings: Settings, store: Store, two_models
+) -> None:
     backend = ModelPerLoad()
     engine = Engine(settings.with_overrides(max_loaded_models=1), store, backend=backend)
     prompt = engine.prepare_text(two_models[0], "hi", SamplingParams())
-    backend.models[0].enqueue(*["x"] * 100)
+    backend.models[0].enqueue(*["x"] * 20)
     stream = iter(engine.start(prompt))
+    prompt.release()
     assert next(stream).text == "x"
-    engine.load(two_models[1])
-    assert not backend.models[0].closed and len(engine.loaded()) == 2
+    # One model may be loaded and it is answering: the other is refused (retryable), not
+    # loaded beside it beyond the limit, and the answer goes on.
+    with pytest.raises(EngineBusyError) as caught:
+        engine.load(two_models[1])
+    assert caught.value.http_status == 503 and caught.value.retry_after_s > 0
+    assert not backend.models[0].closed and len(engine.loaded()) == 1
+    assert "".join(c.text for c in stream) == "x" * 19
+    engine.load(two_models[1])  # idle now: the first one makes room
+    assert backend.models[0].closed and len(engine.loaded()) == 1
     engine.close()
 
 

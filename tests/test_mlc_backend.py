@@ -11,19 +11,20 @@ import json
 import os
 import stat
 import sys
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import openai
 import pytest
+from fake_backend import generate_all
 from hf_from_gguf import build_tokenizer_from_gguf
 from server_process import running_server
 
 from llmedge import ChatMessage, Engine, SamplingParams, Settings, Store
 from llmedge.backends import LoadOptions
 from llmedge.backends.mlc import MlcBackend, MlcModel, find_mlc, serve_command
-from llmedge.errors import InvalidRequestError, LlmedgeError
+from llmedge.engine import GenerationStream
+from llmedge.errors import GenerationCancelledError, InvalidRequestError, LlmedgeError
 from llmedge.store import ModelRef
 from llmedge.store.folders import store_dir
 
@@ -141,20 +142,22 @@ def test_cancel_closes_the_stream(
 ) -> None:
     monkeypatch.setenv("MLC_STANDIN_DELAY_S", "0.3")
     model = engine.load(mlc_ref).model
-    cancel = threading.Event()
+    stream = GenerationStream(tuple(model.tokenize("hi")), SamplingParams(), None)
+    model.submit(stream)
     seen = []
-    for chunk in model.generate(model.tokenize("hi"), SamplingParams(), cancel):
-        seen.append(chunk)
-        cancel.set()
-    assert [c.text for c in seen] == ["Hello", ""] and seen[-1].finish_reason == "cancelled"
+    with pytest.raises(GenerationCancelledError):
+        for chunk in stream:
+            seen.append(chunk)
+            stream.cancel()
+    assert [c.text for c in seen] == ["Hello"]
 
 
 def test_errors_say_what_happened(engine: Engine, mlc_ref: str, mlc_on_path: Path) -> None:
     model = engine.load(mlc_ref).model
     with pytest.raises(LlmedgeError, match=r"answered 400: .*temperature out of range"):
-        list(model.generate([1, 2], SamplingParams(temperature=2.0), threading.Event()))
+        generate_all(model, [1, 2], SamplingParams(temperature=2.0))
     with pytest.raises(InvalidRequestError, match=r"--backend llama\.cpp"):
-        model.generate([1, 2], SamplingParams(logprobs=True), threading.Event())
+        model.submit(GenerationStream((1, 2), SamplingParams(logprobs=True), None))
 
 
 def test_a_failed_start_shows_the_output(

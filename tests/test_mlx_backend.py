@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import math
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -22,7 +21,8 @@ from server_process import running_server
 
 from llmedge import ChatMessage, Engine, SamplingParams, Settings, Store
 from llmedge.backends.mlx import MlxBackend
-from llmedge.errors import BackendUnavailableError, InvalidRequestError
+from llmedge.engine import GenerationStream
+from llmedge.errors import BackendUnavailableError, GenerationCancelledError, InvalidRequestError
 from llmedge.extras import import_mlx
 from llmedge.generation import GenerationChunk
 from llmedge.hub import import_gguf
@@ -150,18 +150,20 @@ def test_the_mlx_streaming_contract(engine: Engine, mlx_ref: str) -> None:
 def test_cancel_stops_at_the_next_token(engine: Engine, mlx_ref: str) -> None:
     model = engine.load(mlx_ref).model
     prompt = model.tokenize(model.render_chat(QUESTION))
-    cancel = threading.Event()
+    stream = GenerationStream(tuple(prompt), SamplingParams(max_tokens=50), None)
+    model.submit(stream)
     seen = []
-    for chunk in model.generate(prompt, SamplingParams(max_tokens=50), cancel):
-        seen.append(chunk)
-        cancel.set()
-    assert seen[-1].finish_reason == "cancelled" and len(seen) <= 3
+    with pytest.raises(GenerationCancelledError):
+        for chunk in stream:
+            seen.append(chunk)
+            stream.cancel()
+    assert 1 <= len(seen) <= 3 and all(c.finish_reason is None for c in seen)
 
 
 def test_a_grammar_is_refused_with_what_to_do(engine: Engine, mlx_ref: str) -> None:
     model = engine.load(mlx_ref).model
     with pytest.raises(InvalidRequestError, match=r"--backend llama\.cpp"):
-        model.generate([1, 2], SamplingParams(grammar='root ::= "x"'), threading.Event())
+        model.submit(GenerationStream((1, 2), SamplingParams(grammar='root ::= "x"'), None))
 
 
 def test_the_router_prefers_gguf_on_a_cpu_when_both_are_stored(

@@ -5,18 +5,19 @@ from __future__ import annotations
 
 import io
 import tarfile
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import openai
 import pytest
-from hf_quantized import QUESTION, SOURCE, SharedStore, shared_server, shared_store, smollm2_hf
+from fake_backend import generate_all
+from hf_quantized import QUESTION, SOURCE, SharedStore
 
 from llmedge.backends import get_backend
 from llmedge.backends.base import LoadedModel, LoadOptions
 from llmedge.backends.transformers_backend import TransformersModel, quant_method
-from llmedge.errors import InvalidRequestError, PackedModelError
+from llmedge.engine import GenerationStream
+from llmedge.errors import GenerationCancelledError, InvalidRequestError, PackedModelError
 from llmedge.generation import ChatMessage, GenerationChunk, SamplingParams
 from llmedge.settings import Settings
 from llmedge.store import ModelRef, Store
@@ -25,7 +26,6 @@ from quantizers.gguf_perplexity import perplexity
 from quantizers.hf_perplexity import perplexity_hf
 from quantizers.perplexity import eval_text
 
-__all__ = ["shared_server", "shared_store", "smollm2_hf"]  # fixtures, imported for pytest
 pytestmark = pytest.mark.e2e
 GREEDY = SamplingParams(temperature=0, max_tokens=12)
 
@@ -38,11 +38,9 @@ def model(smollm2_hf: Path) -> Iterator[TransformersModel]:
     loaded.close()
 
 
-def _run(
-    model: LoadedModel, params: SamplingParams, cancel: threading.Event | None = None
-) -> list[GenerationChunk]:
+def _run(model: LoadedModel, params: SamplingParams, cancel: bool = False) -> list[GenerationChunk]:
     prompt = model.tokenize(model.render_chat([ChatMessage("user", QUESTION[0]["content"])]))
-    return list(model.generate(prompt, params, cancel or threading.Event()))
+    return generate_all(model, prompt, params, cancel)
 
 
 def test_the_backend_is_registered_and_probes_this_host() -> None:
@@ -71,9 +69,8 @@ def test_stop_strings_length_and_cancel_end_a_generation(model: TransformersMode
     assert "Paris" not in "".join(c.text for c in stopped)
     short = _run(model, SamplingParams(temperature=0, max_tokens=2))
     assert short[-1].finish_reason == "length" and short[-1].generated_tokens == 2
-    cancel = threading.Event()
-    cancel.set()
-    assert _run(model, GREEDY, cancel)[-1].finish_reason == "cancelled"
+    with pytest.raises(GenerationCancelledError):
+        _run(model, GREEDY, cancel=True)
 
 
 def test_a_seed_makes_sampling_repeatable_and_logprobs_are_reported(
@@ -91,7 +88,7 @@ def test_grammars_and_overlong_prompts_are_refused_with_advice(model: Transforme
     with pytest.raises(InvalidRequestError, match=r"needs the llama\.cpp backend"):
         _run(model, SamplingParams(grammar='root ::= "yes"'))
     with pytest.raises(InvalidRequestError, match="larger --ctx"):
-        list(model.generate([1] * 1024, GREEDY, threading.Event()))
+        model.submit(GenerationStream((1,) * 1024, GREEDY, None))
 
 
 def test_embeddings_are_unit_vectors_that_tell_texts_apart(model: TransformersModel) -> None:

@@ -60,7 +60,8 @@ class LocalClient:
             )
         except ContextLengthExceededError as exc:
             return exc.prompt_tokens
-        return len(prompt.tokens)
+        with prompt:  # counted, not generated from
+            return len(prompt.tokens)
 
     def memory_bytes(self) -> int | None:
         return int(self._process.memory_info().rss)

@@ -181,7 +181,9 @@ class RemoteClient:
                         yield replace(running, text=text, finish_reason=None)
         except httpx.HTTPError as exc:
             raise self._unreachable(exc) from exc
-        yield replace(running, text="", finish_reason=running.finish_reason or "stop")
+        if running.finish_reason is None:
+            raise RemoteServerError(f"{self.base} ended the answer before it finished")
+        yield replace(running, text="")
 
     async def count_tokens(self, model: str, messages: Sequence[ChatMessage]) -> int | None:
         # OpenAI's API has no tokenizer endpoint; usage arrives with each answer.
@@ -243,8 +245,8 @@ def _merge(
         )
     choices = event.get("choices") or [{}]
     finish = choices[0].get("finish_reason")
-    if finish in ("stop", "length"):
-        chunk = replace(chunk, finish_reason=finish)
+    if finish:  # tool_calls, content_filter: finished all the same
+        chunk = replace(chunk, finish_reason="length" if finish == "length" else "stop")
     timings = event.get("timings") or {}
     if timings:
         cached = int(timings.get("cache_n") or 0)

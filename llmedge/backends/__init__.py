@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from importlib.metadata import entry_points
 
-from llmedge.backends.base import Availability, Backend, LoadedModel, LoadOptions
+from llmedge.backends.base import Availability, Backend, GenerationSink, LoadedModel, LoadOptions
 from llmedge.errors import BackendUnavailableError
 
 ENTRY_POINT_GROUP = "llmedge.backends"
@@ -18,6 +18,7 @@ ENTRY_POINT_GROUP = "llmedge.backends"
 __all__ = [
     "Availability",
     "Backend",
+    "GenerationSink",
     "LoadOptions",
     "LoadedModel",
     "backend_names",

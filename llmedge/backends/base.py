@@ -1,6 +1,8 @@
-"""The contract every inference engine implements: probe the host, load, stream chunks, close.
+"""The contract every inference engine implements: probe the host, load, take generations, close.
 
-Engines are imported inside their functions, so `import llmedge` never needs llama_cpp or mlx.
+A loaded model takes each generation as a `GenerationSink` and writes the answer's chunks straight
+into it, from its own thread: no relay in between. Engines are imported inside their functions,
+so `import llmedge` never needs llama_cpp or mlx.
 """
 
 from __future__ import annotations
@@ -8,7 +10,7 @@ from __future__ import annotations
 import atexit
 import threading
 import weakref
-from collections.abc import Iterator, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
@@ -32,9 +34,31 @@ class LoadOptions:
     parallel: int = 1  # sequences decoded together
 
 
+class GenerationSink(Protocol):
+    """Where a backend writes one generation (the engine's `GenerationStream` is one).
+
+    The backend ends it exactly once: `put` with a chunk whose finish reason is set, or `fail`.
+    Once `cancelled`, it stops at its next token and fails the sink with
+    `GenerationCancelledError` (whatever it writes after the end is ignored).
+    """
+
+    tokens: tuple[int, ...]
+    params: SamplingParams
+    cancel_event: threading.Event
+    cancelled_at: float | None  # time.monotonic() when it was cancelled
+
+    @property
+    def cancelled(self) -> bool: ...
+
+    def put(self, chunk: GenerationChunk) -> None: ...
+
+    def fail(self, error: BaseException) -> None: ...
+
+
 @runtime_checkable
 class LoadedModel(Protocol):
-    """A model in memory, ready to generate. Not safe to call from two threads at once."""
+    """A model in memory, ready to generate. `submit` may be called from any thread; the other
+    methods are safe to call while generations run."""
 
     @property
     def ctx_tokens(self) -> int:
@@ -43,7 +67,7 @@ class LoadedModel(Protocol):
 
     @property
     def parallel(self) -> int:
-        """How many generations may run at once (each from its own thread)."""
+        """How many generations it decodes at once; the others wait in its line."""
         ...
 
     def tokenize(self, text: str) -> list[int]: ...
@@ -54,17 +78,23 @@ class LoadedModel(Protocol):
         """The prompt for a conversation, through the model's own chat template."""
         ...
 
-    def generate(
-        self, prompt_tokens: Sequence[int], params: SamplingParams, cancel: threading.Event
-    ) -> Iterator[GenerationChunk]:
-        """Stream the continuation of `prompt_tokens`; the last chunk has a finish reason."""
+    def submit(self, job: GenerationSink) -> None:
+        """Start generating the continuation of `job.tokens` into `job`, now or when a sequence
+        frees; never blocks. A request it cannot honour (a grammar that does not parse) raises
+        here, before anything is written."""
         ...
 
     def embed(self, texts: Sequence[str]) -> tuple[list[list[float]], int]:
         """Normalised embedding vectors of the texts, and the tokens they took."""
         ...
 
-    def close(self) -> None: ...
+    def counters(self) -> Mapping[str, float]:
+        """What the engine has done so far, for /metrics (`*_total` counters, `*_max` gauges)."""
+        ...
+
+    def close(self) -> None:
+        """Free the model; a generation still running or waiting ends with an error."""
+        ...
 
 
 class Backend(Protocol):

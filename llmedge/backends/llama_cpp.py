@@ -6,11 +6,11 @@ import ctypes
 import logging
 import math
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from llmedge.backends.base import Availability, LoadOptions, close_at_exit
+from llmedge.backends.base import Availability, GenerationSink, LoadOptions, close_at_exit
 from llmedge.backends.llama_scheduler import BatchScheduler
 from llmedge.errors import (
     BackendUnavailableError,
@@ -19,7 +19,7 @@ from llmedge.errors import (
     InvalidModelFileError,
     LlmedgeError,
 )
-from llmedge.generation import ChatMessage, GenerationChunk, SamplingParams
+from llmedge.generation import ChatMessage
 from llmedge.hardware import peak_rss_bytes
 from llmedge.prompting import ChatTemplate
 
@@ -148,12 +148,11 @@ class LlamaCppModel:
     ) -> str:
         return self._template.render(messages, tools)
 
-    def generate(
-        self, prompt_tokens: Sequence[int], params: SamplingParams, cancel: threading.Event
-    ) -> Iterator[GenerationChunk]:
-        room = self._ctx_tokens - len(prompt_tokens)
-        max_tokens = min(params.max_tokens or room, room)
-        return self._scheduler.generate(list(prompt_tokens), params, cancel, max_tokens)
+    def submit(self, job: GenerationSink) -> None:
+        self._scheduler.submit(job)
+
+    def counters(self) -> Mapping[str, float]:
+        return dict(self._scheduler.counters)
 
     def embed(self, texts: Sequence[str]) -> tuple[list[list[float]], int]:
         """Mean-pooled, L2-normalised embeddings, one text at a time on a separate context."""

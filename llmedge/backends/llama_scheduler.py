@@ -3,43 +3,43 @@
 Each slot owns a sequence id and remembers which tokens its KV cache holds. A new request takes
 the free slot sharing the longest prefix with its prompt, so a multi-turn chat evaluates only the
 new turn. Every step packs one decode: the next token of each generating slot plus as much pending
-prompt as fits in `n_batch`; then each slot that got logits samples with its own sampler chain.
-The prompt cache is bounded by construction: `n_slots` sequences of `ctx_tokens` each.
+prompt as fits in `n_batch`; then each slot that got logits samples with its own sampler chain and
+writes its chunk straight into the request's sink. The prompt cache is bounded by construction:
+`n_slots` sequences of `ctx_tokens` each.
+
+One thread decodes; `submit` may be called from any thread. A failure while sampling or decoding
+one slot's token ends that request alone; the other slots go on.
 """
 
 from __future__ import annotations
 
 import codecs
-import queue
+import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from llmedge.backends.base import GenerationSink
 from llmedge.backends.llama_sampling import build_sampler, token_logprob
-from llmedge.errors import DecodeError
-from llmedge.generation import FinishReason, GenerationChunk, SamplingParams, TokenLogprob
+from llmedge.errors import DecodeError, GenerationCancelledError, ModelUnloadingError
+from llmedge.generation import FinishReason, GenerationChunk, TokenLogprob
 from llmedge.prompting import StopMatcher
 
-_END = None
+log = logging.getLogger("llmedge.engine")
 
 
 @dataclass(eq=False)
 class _Request:
-    prompt: list[int]
-    params: SamplingParams
-    cancel: threading.Event
+    job: GenerationSink
     max_tokens: int
-    out: queue.SimpleQueue[GenerationChunk | BaseException | None] = field(
-        default_factory=queue.SimpleQueue
-    )
+    sampler: Any
     pending: list[int] = field(default_factory=list)
     generated: list[int] = field(default_factory=list)
     next_token: int = -1
     cached: int = 0
-    sampler: Any = None
     started: float = field(default_factory=time.perf_counter)
     first_at: float | None = None
     decoder: codecs.IncrementalDecoder = field(
@@ -48,7 +48,11 @@ class _Request:
     stops: StopMatcher = field(init=False)
 
     def __post_init__(self) -> None:
-        self.stops = StopMatcher(self.params.stop)
+        self.stops = StopMatcher(self.job.params.stop)
+
+    @property
+    def prompt(self) -> tuple[int, ...]:
+        return self.job.tokens
 
     def chunk(
         self,
@@ -86,7 +90,7 @@ class _Slot:
     last_used: float = 0.0
 
 
-def common_prefix(a: list[int], b: list[int]) -> int:
+def common_prefix(a: list[int], b: tuple[int, ...]) -> int:
     n = 0
     for x, y in zip(a, b, strict=False):
         if x != y:
@@ -113,6 +117,7 @@ class BatchScheduler:
         self._vocab = vocab
         self._memory = lib.llama_get_memory(ctx)
         self._n_vocab = lib.llama_vocab_n_tokens(vocab)
+        self._n_ctx_seq = int(lib.llama_n_ctx_seq(ctx))
         self._n_batch = n_batch
         self._piece = piece
         self._peak_memory = peak_memory
@@ -121,30 +126,34 @@ class BatchScheduler:
         self._incoming: deque[_Request] = deque()
         self._wake = threading.Condition()
         self._stopping = False
+        self._idle = threading.Event()  # set while no request is running or waiting
+        self.counters: dict[str, float] = {
+            "decode_steps_total": 0,
+            "decode_seconds_total": 0.0,
+            "decode_step_seconds_max": 0.0,
+            # The longest a cancelled request held its slot: at most one decode step.
+            "cancel_free_seconds_max": 0.0,
+        }
         self._thread = threading.Thread(target=self._run, name="llmedge-batch", daemon=True)
         self._thread.start()
 
     # --- called from request threads -----------------------------------------------------
 
-    def generate(
-        self, prompt: list[int], params: SamplingParams, cancel: threading.Event, max_tokens: int
-    ) -> Iterator[GenerationChunk]:
-        request = _Request(prompt, params, cancel, max_tokens)
-        request.sampler = build_sampler(self._lib, self._vocab, self._n_vocab, params)
+    def submit(self, job: GenerationSink) -> None:
+        """Queue `job`; its sampler (and grammar) is built here, so a bad one raises at once."""
+        room = self._n_ctx_seq - len(job.tokens)
+        max_tokens = min(job.params.max_tokens or room, room)
+        sampler = build_sampler(self._lib, self._vocab, self._n_vocab, job.params)
         with self._wake:
             if self._stopping:
-                raise DecodeError("the model is being unloaded")
-            self._incoming.append(request)
+                self._lib.llama_sampler_free(sampler)
+                raise ModelUnloadingError("the model is being unloaded; retry")
+            self._incoming.append(_Request(job, max_tokens, sampler))
+            self._idle.clear()
             self._wake.notify()
-        try:
-            while (item := request.out.get()) is not _END:
-                if isinstance(item, BaseException):
-                    raise item
-                yield item
-        finally:
-            cancel.set()
 
     def close(self) -> None:
+        """Stop decoding; requests still running or waiting end with `ModelUnloadingError`."""
         with self._wake:
             self._stopping = True
             self._wake.notify()
@@ -155,26 +164,34 @@ class BatchScheduler:
         """What each slot's cache holds (for tests and diagnostics)."""
         return [list(slot.kv_tokens) for slot in self._slots]
 
+    def wait_idle(self, timeout_s: float | None = None) -> bool:
+        """Wait until every slot is free and nothing waits; False if `timeout_s` passed first."""
+        return self._idle.wait(timeout_s)
+
     # --- the decoding thread -------------------------------------------------------------
 
     def _run(self) -> None:
         while True:
             with self._wake:
                 while not self._stopping and not self._incoming and not self._active():
+                    self._idle.set()
                     self._wake.wait()
                 if self._stopping:
                     break
                 self._admit()
             try:
                 self._step()
-            except Exception as exc:  # never leave a caller waiting on a dead thread
+            except Exception as exc:  # a fault outside any one slot: never leave callers waiting
+                log.exception("llama.cpp batch step failed")
                 for slot in self._active():
-                    self._fail(slot, exc)
+                    self._fail(slot, DecodeError(f"the engine failed: {exc}"))
+        unloaded = ModelUnloadingError("the model was unloaded; retry and it loads again")
         for slot in self._active():
-            self._fail(slot, DecodeError("the model was unloaded"))
-        for request in self._incoming:
+            self._fail(slot, unloaded)
+        while self._incoming:
+            request = self._incoming.popleft()
+            request.job.fail(unloaded)
             self._free(request)
-            request.out.put(DecodeError("the model was unloaded"))
 
     def _active(self) -> list[_Slot]:
         return [slot for slot in self._slots if slot.request is not None]
@@ -183,9 +200,9 @@ class BatchScheduler:
         free = [slot for slot in self._slots if slot.request is None]
         while self._incoming and free:
             request = self._incoming.popleft()
-            if request.cancel.is_set():
+            if request.job.cancelled:
+                request.job.fail(GenerationCancelledError("cancelled before it started"))
                 self._free(request)
-                request.out.put(_END)
                 continue
             usable = len(request.prompt) - 1  # one token must be evaluated to get logits
 
@@ -202,7 +219,7 @@ class BatchScheduler:
                 keep = 0
             del slot.kv_tokens[keep:]
             request.cached = keep
-            request.pending = request.prompt[keep:]
+            request.pending = list(request.prompt[keep:])
             slot.request = request
 
     def _step(self) -> None:
@@ -225,8 +242,13 @@ class BatchScheduler:
         for slot in self._active():
             request = slot.request
             assert request is not None
-            if request.cancel.is_set():
-                self._finish(slot, "cancelled")
+            if request.job.cancelled:  # the caller left: the slot is free from this step on
+                self._fail(slot, GenerationCancelledError("the generation was cancelled"))
+                held_s = time.monotonic() - (request.job.cancelled_at or time.monotonic())
+                counters = self.counters
+                counters["cancel_free_seconds_max"] = max(
+                    counters["cancel_free_seconds_max"], held_s
+                )
             elif not request.pending:
                 add(slot, request.next_token, len(slot.kv_tokens), logits=True)
                 added.append((slot, 1))
@@ -245,7 +267,13 @@ class BatchScheduler:
         if batch.n_tokens == 0:
             return
 
+        decode_started = time.perf_counter()
         code = self._lib.llama_decode(self._ctx, batch)
+        step_s = time.perf_counter() - decode_started
+        counters = self.counters
+        counters["decode_steps_total"] += 1
+        counters["decode_seconds_total"] += step_s
+        counters["decode_step_seconds_max"] = max(counters["decode_step_seconds_max"], step_s)
         if code != 0:
             error = DecodeError(f"llama.cpp could not decode the batch (code {code})")
             for slot, _ in added:
@@ -263,7 +291,12 @@ class BatchScheduler:
             else:
                 slot.kv_tokens.append(request.next_token)
         for slot, row in sample_at:
-            self._sample(slot, row)
+            try:
+                self._sample(slot, row)
+            except Exception as exc:  # this request alone fails; the others go on
+                log.exception("sampling a token failed")
+                if slot.request is not None:
+                    self._fail(slot, DecodeError(f"sampling failed: {exc}"))
 
     def _sample(self, slot: _Slot, row: int) -> None:
         request = slot.request
@@ -275,14 +308,16 @@ class BatchScheduler:
             self._finish(slot, "stop")
             return
         logprobs: tuple[TokenLogprob, ...] = ()
-        if request.params.logprobs:
+        params = request.job.params
+        if params.logprobs:
             logits = lib.llama_get_logits_ith(self._ctx, row)
-            top = request.params.top_logprobs
-            logprobs = (token_logprob(logits, self._n_vocab, token, top, self._piece),)
+            logprobs = (
+                token_logprob(logits, self._n_vocab, token, params.top_logprobs, self._piece),
+            )
         request.generated.append(token)
         text, stopped = request.stops.feed(request.decoder.decode(self._piece(token)))
         if text or logprobs:
-            request.out.put(request.chunk(text, (token,), logprobs=logprobs))
+            request.job.put(request.chunk(text, (token,), logprobs=logprobs))
         if stopped:
             self._finish(slot, "stop", hit_stop=True)
         elif len(request.generated) >= request.max_tokens:
@@ -296,14 +331,15 @@ class BatchScheduler:
         # Text held back as a possible stop string, or half a UTF-8 character, belongs to the
         # answer unless a stop string really ended it.
         tail = "" if hit_stop else request.stops.flush() + request.decoder.decode(b"", final=True)
-        request.out.put(request.chunk(tail, finish=reason, peak_memory_bytes=self._peak_memory()))
-        request.out.put(_END)
+        peak = self._peak_memory()
         self._release(slot)
+        request.job.put(request.chunk(tail, finish=reason, peak_memory_bytes=peak))
 
     def _fail(self, slot: _Slot, error: BaseException) -> None:
-        assert slot.request is not None
-        slot.request.out.put(error)
+        request = slot.request
+        assert request is not None
         self._release(slot)
+        request.job.fail(error)
 
     def _release(self, slot: _Slot) -> None:
         assert slot.request is not None

@@ -21,12 +21,13 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import IO, Any
 
-from llmedge.backends.base import Availability, LoadOptions, close_at_exit
+from llmedge.backends.base import Availability, GenerationSink, LoadOptions, close_at_exit
+from llmedge.backends.serial import SerialQueue
 from llmedge.errors import (
     BackendUnavailableError,
     ContextLengthExceededError,
@@ -144,6 +145,8 @@ class MlcModel:
             self.command, stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
         )
         self._closed = False
+        # MLC's server batches the requests it gets: one worker per sequence it decodes.
+        self._queue = SerialQueue(self._generate, "mlc", workers=self._parallel)
         close_at_exit(self)
         try:
             self.model_id = self._wait_ready()
@@ -191,17 +194,23 @@ class MlcModel:
     ) -> str:
         return self._template.render(messages, tools)
 
-    def generate(
-        self, prompt_tokens: Sequence[int], params: SamplingParams, cancel: threading.Event
-    ) -> Iterator[GenerationChunk]:
-        if params.grammar is not None or params.logprobs:
+    def counters(self) -> Mapping[str, float]:
+        return {}
+
+    def submit(self, job: GenerationSink) -> None:
+        if job.params.grammar is not None or job.params.logprobs:
             raise InvalidRequestError(
                 "the MLC backend does not take grammars (response_format, a required tool "
                 "call) or return logprobs; run the model's GGUF version with `--backend llama.cpp`"
             )
+        if len(job.tokens) >= self._ctx:
+            raise ContextLengthExceededError(len(job.tokens), self._ctx)
+        self._queue.submit(job)
+
+    def _generate(
+        self, prompt_tokens: Sequence[int], params: SamplingParams, cancel: threading.Event
+    ) -> Iterator[GenerationChunk]:
         room = self._ctx - len(prompt_tokens)
-        if room <= 0:
-            raise ContextLengthExceededError(len(prompt_tokens), self._ctx)
         body: dict[str, Any] = {
             "model": self.model_id,
             "prompt": list(prompt_tokens),
@@ -258,10 +267,12 @@ class MlcModel:
                         )
                     if choice.get("finish_reason") in ("stop", "length"):
                         finish = "stop" if hit_stop else choice["finish_reason"]
-                if cancel.is_set() or hit_stop:
-                    finish = "cancelled" if cancel.is_set() else "stop"
-                    break  # leaving the block closes the connection, which stops MLC
-        tail = stops.flush() if finish != "cancelled" and not hit_stop else ""
+                if cancel.is_set():
+                    return  # leaving the block closes the connection, which stops MLC
+                if hit_stop:
+                    finish = "stop"
+                    break
+        tail = stops.flush() if not hit_stop else ""
         elapsed = time.perf_counter() - (first_at or started)
         yield GenerationChunk(
             tail,
@@ -281,6 +292,7 @@ class MlcModel:
         if self._closed:
             return
         self._closed = True
+        self._queue.close()
         self._process.terminate()
         try:
             self._process.wait(timeout=15)

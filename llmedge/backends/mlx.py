@@ -13,11 +13,12 @@ import json
 import math
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from llmedge.backends.base import Availability, LoadOptions
+from llmedge.backends.base import Availability, GenerationSink, LoadOptions
+from llmedge.backends.serial import SerialQueue
 from llmedge.errors import BackendUnavailableError, ContextLengthExceededError, InvalidRequestError
 from llmedge.extras import import_mlx
 from llmedge.generation import (
@@ -78,6 +79,7 @@ class MlxModel:
         self._make_sampler = sample_utils.make_sampler
         self._make_processors = sample_utils.make_logits_processors
         self._stream_generate = importlib.import_module("mlx_lm.generate").stream_generate
+        self._queue = SerialQueue(self._generate, "mlx")
 
     @property
     def ctx_tokens(self) -> int:
@@ -97,18 +99,24 @@ class MlxModel:
     ) -> str:
         return self._template.render(messages, tools)
 
-    def generate(
-        self, prompt_tokens: Sequence[int], params: SamplingParams, cancel: threading.Event
-    ) -> Iterator[GenerationChunk]:
-        if params.grammar is not None:
+    def counters(self) -> Mapping[str, float]:
+        return {}
+
+    def submit(self, job: GenerationSink) -> None:
+        if job.params.grammar is not None:
             raise InvalidRequestError(
                 "the MLX backend cannot constrain answers with a grammar (response_format, "
                 "a required tool call); run the model's GGUF version with `--backend llama.cpp`",
                 param="response_format",
             )
+        if len(job.tokens) >= self._ctx:
+            raise ContextLengthExceededError(len(job.tokens), self._ctx)
+        self._queue.submit(job)
+
+    def _generate(
+        self, prompt_tokens: Sequence[int], params: SamplingParams, cancel: threading.Event
+    ) -> Iterator[GenerationChunk]:
         room = self._ctx - len(prompt_tokens)
-        if room <= 0:
-            raise ContextLengthExceededError(len(prompt_tokens), self._ctx)
         return self._stream(
             list(prompt_tokens), params, min(params.max_tokens or room, room), cancel
         )
@@ -146,8 +154,7 @@ class MlxModel:
                 for last in responses:
                     first_at = first_at or time.perf_counter()
                     if cancel.is_set():
-                        finish = "cancelled"
-                        break
+                        return
                     eos = last.finish_reason == "stop"
                     wanted = params.logprobs and not eos
                     logprobs = (self._logprob(last, params.top_logprobs),) if wanted else ()
@@ -161,7 +168,7 @@ class MlxModel:
             finally:
                 responses.close()
         # Text held back as a possible stop string belongs to the answer unless one ended it.
-        tail = stops.flush() if finish != "cancelled" and not hit_stop else ""
+        tail = stops.flush() if not hit_stop else ""
         yield self._chunk(last, tail, (), (), started, first_at, finish)
 
     def _chunk(
@@ -219,6 +226,7 @@ class MlxModel:
         return vectors, total
 
     def close(self) -> None:
+        self._queue.close()
         with self._lock:
             self._model = None
             self._mx.clear_cache()

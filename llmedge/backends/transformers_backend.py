@@ -17,11 +17,12 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from llmedge.backends.base import Availability, LoadOptions
+from llmedge.backends.base import Availability, GenerationSink, LoadOptions
+from llmedge.backends.serial import SerialQueue
 from llmedge.backends.transformers_sampling import new_generator, sample_token, token_logprob
 from llmedge.errors import (
     BackendUnavailableError,
@@ -182,6 +183,7 @@ class TransformersModel:
         # transformers renamed `past_key_values` to `cache` (5.2x); accept either release.
         forward = inspect.signature(self._model.forward).parameters
         self._cache_arg = "cache" if "cache" in forward else "past_key_values"
+        self._queue = SerialQueue(self._run, "transformers")
 
     def _stop_ids(self) -> set[int]:
         ids: set[int] = set()
@@ -219,17 +221,23 @@ class TransformersModel:
             found = self._pieces[token] = self._tokenizer.decode([token]).encode("utf-8")
         return found
 
-    def generate(
-        self, prompt_tokens: Sequence[int], params: SamplingParams, cancel: threading.Event
-    ) -> Iterator[GenerationChunk]:
-        if params.grammar:
+    def counters(self) -> Mapping[str, float]:
+        return {}
+
+    def submit(self, job: GenerationSink) -> None:
+        if job.params.grammar:
             raise InvalidRequestError(
                 "constrained output (JSON schema, tools with a grammar) needs the llama.cpp "
                 "backend; serve a GGUF model for it",
                 param="response_format",
             )
-        if len(prompt_tokens) >= self._ctx_tokens:
-            raise ContextLengthExceededError(len(prompt_tokens), self._ctx_tokens)
+        if len(job.tokens) >= self._ctx_tokens:
+            raise ContextLengthExceededError(len(job.tokens), self._ctx_tokens)
+        self._queue.submit(job)
+
+    def _run(
+        self, prompt_tokens: Sequence[int], params: SamplingParams, cancel: threading.Event
+    ) -> Iterator[GenerationChunk]:
         room = self._ctx_tokens - len(prompt_tokens)
         max_tokens = min(params.max_tokens or room, room)
         with self._lock:
@@ -269,8 +277,7 @@ class TransformersModel:
             past = None
             while len(generated) < max_tokens:
                 if cancel.is_set():
-                    finish = "cancelled"
-                    break
+                    return
                 out = self._model(input_ids=inputs, use_cache=True, **{self._cache_arg: past})
                 past, logits = getattr(out, self._cache_arg), out.logits[0, -1]
                 token = sample_token(logits, params, generated, generator)
@@ -317,6 +324,7 @@ class TransformersModel:
         return vectors, total
 
     def close(self) -> None:
+        self._queue.close()
         with self._lock:
             self._model = None
             gc.collect()

@@ -1,35 +1,40 @@
-"""The engine: loads stored models on demand, keeps them while used, streams generations.
+"""The engine: loads stored models on demand, keeps them while used, streams their generations.
 
-Each loaded model gets one worker thread per sequence it decodes at once; callers wait in a
-bounded line and get `EngineBusyError` when it is full. A caller that stops reading cancels its
-generation at the next token. Several models stay loaded while memory allows: loading one that
-does not fit unloads the least recently used idle ones first, and a model idle for longer than
-its keep-alive is unloaded.
+Ownership, in one place: the engine's table (`ModelTable`) owns the loaded models. A caller
+holds a `Lease` on one while it prepares a prompt or computes embeddings; a generation pins it
+from submission to its end; only idle models are ever unloaded.
 """
 
 from __future__ import annotations
 
 import asyncio
 import threading
-import time
 from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import replace
-from typing import Any
+from typing import Any, Protocol
 
-from llmedge.backends import Backend, LoadOptions, get_backend
-from llmedge.engine.runner import LoadedEntry, PreparedPrompt
+from llmedge.backends import Backend, get_backend
+from llmedge.engine.runner import Lease, ModelRunner, PreparedPrompt
 from llmedge.engine.stream import GenerationStream
+from llmedge.engine.table import ModelTable
 from llmedge.errors import (
     BackendUnavailableError,
     ContextLengthExceededError,
-    InsufficientMemoryError,
     InvalidRequestError,
 )
-from llmedge.fit import FitOptions, ensure_fits
 from llmedge.generation import ChatMessage, GenerationChunk, SamplingParams
-from llmedge.routing import REMOTE, RouteDecision, route_model
+from llmedge.routing.facts import route_model
+from llmedge.routing.router import REMOTE, RouteDecision
 from llmedge.settings import Settings
 from llmedge.store import Manifest, ModelRef, Store
+
+
+class GenerationObserver(Protocol):
+    """Told when each generation starts and how it ends (None: it failed or was cancelled)."""
+
+    def generation_started(self) -> None: ...
+
+    def generation_finished(self, last: GenerationChunk | None) -> None: ...
 
 
 class Engine:
@@ -45,23 +50,33 @@ class Engine:
         self.settings = settings
         self.store = store or Store(settings.store_dir)
         self._backend = backend
-        self._loaded: dict[str, LoadedEntry] = {}
-        self._load_lock = threading.Lock()
-        self._closed = threading.Event()
-        self._reaper = threading.Thread(target=self._reap, name="llmedge-reaper", daemon=True)
-        self._reaper.start()
+        self._routes: dict[str, tuple[tuple[tuple[str, str], ...], Manifest]] = {}
+        self._routes_lock = threading.Lock()
+        self._table = ModelTable(self.settings, self.store, self._backend_for)
 
-    # --- models --------------------------------------------------------------------------
+    # --- which model ---------------------------------------------------------------------
 
     def resolve(self, name: str | None) -> Manifest:
+        """The stored version `name` names. A name without a tag stored in several formats
+        (GGUF and MLX, say) goes to the router, once per set of stored versions."""
         ref = ModelRef.parse(name or self.settings.default_model)
-        if ref.tag is None and (self._backend is None or isinstance(self._backend, str)):
-            formats = {m.format for m in self.store.manifests() if m.name == ref.name}
-            if len(formats) > 1:  # e.g. GGUF and MLX versions: the router picks one
-                chosen = self.route(str(ref)).artifact
-                if chosen is not None and chosen.stored:
-                    return self.store.resolve(ModelRef.parse(chosen.ref))
-        return self.store.resolve(ref)
+        if ref.tag is not None or not (self._backend is None or isinstance(self._backend, str)):
+            return self.store.resolve(ref)
+        versions = [m for m in self.store.manifests() if m.name == ref.name]
+        if len({m.format for m in versions}) < 2:
+            return self.store.resolve(ref)
+        signature = tuple(sorted((m.ref, m.digest) for m in versions))
+        with self._routes_lock:
+            cached = self._routes.get(ref.name)
+        if cached is not None and cached[0] == signature:
+            return cached[1]
+        chosen = self.route(str(ref)).artifact
+        manifest = self.store.resolve(
+            ModelRef.parse(chosen.ref) if chosen and chosen.stored else ref
+        )
+        with self._routes_lock:
+            self._routes[ref.name] = (signature, manifest)
+        return manifest
 
     @property
     def backend_name(self) -> str | None:
@@ -90,137 +105,132 @@ class Engine:
             )
         return get_backend(decision.backend)
 
-    def loaded(self) -> list[LoadedEntry]:
-        return list(self._loaded.values())
+    # --- loading -------------------------------------------------------------------------
 
-    def load(self, name: str | None, keep_alive_s: float | None = None) -> LoadedEntry:
-        """The model `name` names, loaded now if it is not in memory.
+    def loaded(self) -> list[ModelRunner]:
+        return self._table.loaded()
+
+    def loading(self) -> int:
+        """Models being loaded now."""
+        return self._table.loading()
+
+    def lease(self, name: str | None, keep_alive_s: float | None = None) -> Lease:
+        """A lease on the model `name` names, loading it first if it is not in memory.
 
         `keep_alive_s` sets how long it stays loaded once idle (default: the settings').
         """
-        manifest = self.resolve(name)
-        with self._load_lock:
-            entry = self._loaded.get(manifest.digest)
-            if entry is None:
-                entry = self._load(manifest, self.settings.keep_alive_s)
-                self._loaded[manifest.digest] = entry
-            if keep_alive_s is not None:  # the last request to say so sets the model's timer
-                entry.keep_alive_s = keep_alive_s
-            entry.last_used = time.monotonic()
-            return entry
+        return self._table.lease(self.resolve(name), keep_alive_s)
 
-    def _load(self, manifest: Manifest, keep_alive_s: float) -> LoadedEntry:
-        path = self.store.verified_blob(manifest)
-        backend = self._backend_for(manifest)
-        ctx = self.settings.ctx_tokens
-        if manifest.facts and manifest.facts.ctx_train_tokens:
-            ctx = min(ctx, manifest.facts.ctx_train_tokens)
-        options = LoadOptions(
-            ctx_tokens=ctx,
-            threads=self.settings.threads,
-            gpu_layers=self.settings.gpu_layers,
-            parallel=self.settings.parallel,
-        )
-        while len(self._loaded) >= self.settings.max_loaded_models and self._evict_one():
-            pass
-        while manifest.format == "gguf":  # refuse, with numbers, what the OS would kill
-            fit = FitOptions(
-                ctx_tokens=ctx, parallel=options.parallel, gpu_layers=options.gpu_layers
-            )
-            try:
-                layers = ensure_fits(path, fit, self.settings.memory_budget_bytes, manifest.name)
-            except InsufficientMemoryError:
-                if not self._evict_one():  # unloading an idle model may make room
-                    raise
-            else:
-                options = replace(options, gpu_layers=layers)  # load what the check approved
-                break
-        model = backend.load(path, options)
-        return LoadedEntry(manifest, backend.name, model, self.settings.max_queue, keep_alive_s)
+    def load(self, name: str | None, keep_alive_s: float | None = None) -> ModelRunner:
+        """Load the model `name` names now (if it is not in memory); it stays while used."""
+        with self.lease(name, keep_alive_s) as lease:
+            return lease.runner
 
-    def _evict_one(self) -> bool:
-        """Unload the least recently used idle model; False when every model is busy."""
-        idle = [(e.last_used, key) for key, e in self._loaded.items() if not e.busy()]
-        if not idle:
-            return False
-        self._loaded.pop(min(idle)[1]).close()
-        return True
+    def unload(self, name: str | None, wait: bool = False) -> bool:
+        """Unload a model once its running generations end; until then it takes no new work
+        (a retryable 503). False if it was not loaded. `wait` returns only once it is gone."""
+        return self._table.unload(self.resolve(name), wait)
 
-    def unload(self, name: str | None) -> bool:
-        """Unload a model now (once its running generations end); False if it was not loaded."""
-        manifest = self.resolve(name)
-        with self._load_lock:
-            entry = self._loaded.pop(manifest.digest, None)
-        if entry is not None:
-            entry.close()
-        return entry is not None
+    def expire(self, name: str | None) -> bool:
+        """Unload the model once it is idle, as a keep-alive of 0 does; a request before then
+        keeps it (and sets its own keep-alive). False if it was not loaded."""
+        return self._table.expire(self.resolve(name))
 
-    def _reap(self) -> None:
-        while not self._closed.wait(1.0):
-            with self._load_lock:
-                now = time.monotonic()
-                expired = [k for k, e in self._loaded.items() if e.idle_expired(now)]
-                for key in expired:
-                    self._loaded.pop(key).close()
+    def unload_idle(self, now: float | None = None) -> list[str]:
+        """Unload the models whose keep-alive ran out by `now` (default: now), and the drained
+        ones that fell idle; returns their references. The reaper does this every second."""
+        return self._table.unload_idle(now)
 
     def close(self) -> None:
-        self._closed.set()
-        with self._load_lock:
-            while self._loaded:
-                self._loaded.popitem()[1].close()
+        """Unload every model; generations still running end with a retryable error."""
+        self._table.close()
 
     # --- prompts -------------------------------------------------------------------------
 
     def prepare_chat(
         self,
-        name: str | None,
+        model: str | Lease | None,
         messages: Sequence[ChatMessage],
         params: SamplingParams,
         tools: Sequence[dict[str, Any]] | None = None,
     ) -> PreparedPrompt:
-        entry = self.load(name)
-        return self._prepare(entry, entry.model.render_chat(messages, tools), params)
+        """A conversation rendered through the model's chat template, ready to generate from.
 
-    def prepare_text(self, name: str | None, prompt: str, params: SamplingParams) -> PreparedPrompt:
-        return self._prepare(self.load(name), prompt, params)
+        `model` is a name (leased here) or a lease, which passes to the prompt; on an error the
+        lease is released."""
+        lease = model if isinstance(model, Lease) else self.lease(model)
+        try:
+            text = lease.model.render_chat(messages, tools)
+            return self._prepare(lease, tuple(lease.model.tokenize(text)), params)
+        except BaseException:
+            lease.release()
+            raise
 
-    def _prepare(self, entry: LoadedEntry, text: str, params: SamplingParams) -> PreparedPrompt:
-        tokens = tuple(entry.model.tokenize(text))
+    def prepare_text(
+        self, model: str | Lease | None, prompt: str, params: SamplingParams
+    ) -> PreparedPrompt:
+        """A raw prompt, tokenized, ready to generate from (the lease as in `prepare_chat`)."""
+        lease = model if isinstance(model, Lease) else self.lease(model)
+        try:
+            return self._prepare(lease, tuple(lease.model.tokenize(prompt)), params)
+        except BaseException:
+            lease.release()
+            raise
+
+    def _prepare(
+        self, lease: Lease, tokens: tuple[int, ...], params: SamplingParams
+    ) -> PreparedPrompt:
         if not tokens:
             raise InvalidRequestError("the prompt is empty", param="prompt")
-        ctx = entry.model.ctx_tokens
+        ctx = lease.model.ctx_tokens
         if len(tokens) >= ctx:
             raise ContextLengthExceededError(len(tokens), ctx)
         room = ctx - len(tokens)
         limit = min(params.max_tokens or room, room, self.settings.max_tokens_limit)
         if limit != params.max_tokens:
-            params = SamplingParams(**{**params.__dict__, "max_tokens": limit})
-        return PreparedPrompt(entry, tokens, params)
+            params = replace(params, max_tokens=limit)
+        return PreparedPrompt(lease, tokens, params)
 
-    def embed(self, name: str | None, texts: Sequence[str]) -> tuple[list[list[float]], int]:
+    def embed(
+        self, name: str | None, texts: Sequence[str], keep_alive_s: float | None = None
+    ) -> tuple[list[list[float]], int]:
         """Embedding vectors for `texts` from the model `name` names, and the tokens used."""
         if not texts or any(not text for text in texts):
             raise InvalidRequestError("there is an empty input to embed", param="input")
-        return self.load(name).model.embed(texts)
+        with self.lease(name, keep_alive_s) as lease:  # loaded until the vectors are made
+            return lease.model.embed(texts)
 
     # --- generation ----------------------------------------------------------------------
 
-    def start(self, prompt: PreparedPrompt) -> GenerationStream:
-        """Queue a generation now (raising `EngineBusyError` at once when the queue is full).
+    def start(
+        self,
+        prompt: PreparedPrompt,
+        *,
+        observer: GenerationObserver | None = None,
+        loop: asyncio.AbstractEventLoop | None = None,
+    ) -> GenerationStream:
+        """Submit a generation now, or raise at once (`EngineBusyError` when the line is full,
+        an `InvalidRequestError` the backend finds in it). The prompt keeps its lease: release
+        it once every generation from it has started.
 
-        Called from a coroutine, the stream is bound to that event loop for `async for`.
+        The stream is bound to `loop` (default: the running one, if any) for `async for`.
         """
-        try:
-            loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
-        except RuntimeError:
-            loop = None
+        if loop is None:
+            try:
+                loop = asyncio.get_running_loop()
+            except RuntimeError:
+                loop = None
         stream = GenerationStream(prompt.tokens, prompt.params, loop)
+        if observer is not None:
+            observer.generation_started()
+            stream.on_end(observer.generation_finished)
         prompt.model.submit(stream)
         return stream
 
     async def stream(self, prompt: PreparedPrompt) -> AsyncIterator[GenerationChunk]:
         """Start a generation and yield its chunks; closing the iterator cancels it."""
-        started = self.start(prompt)
+        with prompt:
+            started = self.start(prompt)
         try:
             async for chunk in started:
                 yield chunk
@@ -229,7 +239,8 @@ class Engine:
 
     def stream_sync(self, prompt: PreparedPrompt) -> Iterator[GenerationChunk]:
         """The same for synchronous callers (the CLI)."""
-        started = self.start(prompt)
+        with prompt:
+            started = self.start(prompt)
         try:
             yield from started
         finally:
