@@ -9,6 +9,7 @@ import json
 import re
 import time
 from collections.abc import AsyncIterator, Callable
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -18,6 +19,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 
 from llmedge import (
     ChatMessage,
+    ContextLengthExceededError,
     GenerationChunk,
     InvalidRequestError,
     LlmedgeError,
@@ -158,15 +160,40 @@ async def _answer(
     return StreamingResponse(lines(), media_type=NDJSON)
 
 
+def within_num_ctx(prepared: Prepared, num_ctx: int | None) -> Prepared:
+    """The prompt held to the context the request asked for: `num_ctx` up to the context the
+    model is loaded with (a larger one cannot be had without reloading it: 400)."""
+    prompt = prepared.prompt
+    loaded = prompt.model.model.ctx_tokens
+    if num_ctx is None or num_ctx == loaded:
+        return prepared
+    if num_ctx > loaded:
+        raise InvalidRequestError(
+            f"options.num_ctx is {num_ctx} but {prompt.model.manifest.ref} is served with "
+            f"{loaded} tokens of context; ask for at most {loaded}, or start the server with "
+            f"`llmedge serve --ctx {num_ctx}`",
+            param="options.num_ctx",
+        )
+    if len(prompt.tokens) >= num_ctx:
+        raise ContextLengthExceededError(len(prompt.tokens), num_ctx)
+    room = num_ctx - len(prompt.tokens)
+    params = replace(prompt.params, max_tokens=min(prompt.params.max_tokens or room, room))
+    return replace(prepared, prompt=replace(prompt, params=params))
+
+
 async def _prepare(
-    state: ServerState, model: str, work: Callable[[], Prepared], keep_alive_s: float | None
+    state: ServerState,
+    model: str,
+    work: Callable[[], Prepared],
+    keep_alive_s: float | None,
+    num_ctx: int | None,
 ) -> tuple[Prepared, float]:
     started = time.perf_counter()
     loaded = {e.manifest.ref for e in state.engine.loaded()}
 
     def load_then_work() -> Prepared:
         state.engine.load(model, keep_alive_s)
-        return work()
+        return within_num_ctx(work(), num_ctx)
 
     prepared = await state.run(model, load_then_work)
     load_s = 0.0 if prepared.prompt.model.manifest.ref in loaded else time.perf_counter() - started
@@ -213,7 +240,7 @@ async def chat(body: ChatRequest, request: Request) -> Any:
         tools=[t.as_dict() for t in body.tools or ()],
     )
     prepared, load_s = await _prepare(
-        state, body.model, lambda: prepare_chat(state.engine, spec), keep
+        state, body.model, lambda: prepare_chat(state.engine, spec), keep, body.num_ctx
     )
 
     def shape(text: str, calls: list[dict[str, Any]], done: bool) -> dict[str, Any]:
@@ -239,7 +266,7 @@ async def generate(body: GenerateRequest, request: Request) -> Any:
         messages = [*system, ChatMessage("user", body.prompt)]
         return prepare_chat(state.engine, ChatSpec(body.model, messages, params))
 
-    prepared, load_s = await _prepare(state, body.model, work, keep)
+    prepared, load_s = await _prepare(state, body.model, work, keep, body.num_ctx)
 
     def shape(text: str, calls: list[dict[str, Any]], done: bool) -> dict[str, Any]:
         return {"response": text}
@@ -248,14 +275,25 @@ async def generate(body: GenerateRequest, request: Request) -> Any:
 
 
 async def _embed(
-    state: ServerState, model: str, texts: list[str], keep: float | str | None
+    state: ServerState,
+    model: str,
+    texts: list[str],
+    keep: float | str | None,
+    truncate: bool = False,
+    num_ctx: int | None = None,
 ) -> tuple[str, list[list[float]], int]:
     keep_alive_s = keep_alive_seconds(keep)
     manifest = await run_in_threadpool(state.engine.resolve, model)
 
     def work() -> tuple[list[list[float]], int]:
-        state.engine.load(manifest.ref, keep_alive_s)
-        return state.engine.embed(manifest.ref, texts)
+        entry = state.engine.load(manifest.ref, keep_alive_s)
+        if num_ctx is not None and num_ctx > entry.model.ctx_tokens:
+            raise InvalidRequestError(
+                f"options.num_ctx is {num_ctx} but {manifest.ref} is served with "
+                f"{entry.model.ctx_tokens} tokens of context; ask for at most that",
+                param="options.num_ctx",
+            )
+        return state.engine.embed(manifest.ref, texts, truncate=truncate, ctx_tokens=num_ctx)
 
     vectors, tokens = await state.run(model, work)
     return manifest.ref, vectors, tokens
@@ -265,15 +303,13 @@ async def _embed(
 async def embed(body: EmbedRequest, request: Request) -> dict[str, Any]:
     started = time.perf_counter()
     state = server_state(request)
-    parse_options(body.options)
-    if body.truncate:
-        raise InvalidRequestError(
-            "truncate: llmedge refuses an input longer than the context instead of cutting it; "
-            "send truncate: false or omit it",
-            param="truncate",
-        )
+    options = parse_options(body.options)
     texts = [body.input] if isinstance(body.input, str) else body.input
-    ref, vectors, tokens = await _embed(state, body.model, texts, body.keep_alive)
+    # Ollama cuts an input longer than the context unless told not to.
+    truncate = body.truncate is not False
+    ref, vectors, tokens = await _embed(
+        state, body.model, texts, body.keep_alive, truncate, options.num_ctx
+    )
     return {
         "model": ref,
         "embeddings": [shorten(v, body.dimensions) for v in vectors],
@@ -287,6 +323,8 @@ async def embed(body: EmbedRequest, request: Request) -> dict[str, Any]:
 async def embeddings(body: LegacyEmbeddingRequest, request: Request) -> dict[str, Any]:
     """The older single-text form of /api/embed."""
     state = server_state(request)
-    parse_options(body.options)
-    _, vectors, _ = await _embed(state, body.model, [body.prompt], body.keep_alive)
+    options = parse_options(body.options)
+    _, vectors, _ = await _embed(
+        state, body.model, [body.prompt], body.keep_alive, num_ctx=options.num_ctx
+    )
     return {"embedding": vectors[0]}

@@ -60,8 +60,9 @@ class LoadedModel(Protocol):
         """Stream the continuation of `prompt_tokens`; the last chunk has a finish reason."""
         ...
 
-    def embed(self, texts: Sequence[str]) -> tuple[list[list[float]], int]:
-        """Normalised embedding vectors of the texts, and the tokens they took."""
+    def embed(self, texts: Sequence[str | Sequence[int]]) -> tuple[list[list[float]], int]:
+        """Normalised embedding vectors of the texts (or token-id lists, used as they are),
+        and the tokens they took."""
         ...
 
     def close(self) -> None: ...

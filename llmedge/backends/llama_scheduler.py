@@ -15,7 +15,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from llmedge.backends.llama_sampling import build_sampler, token_logprob
@@ -296,7 +296,8 @@ class BatchScheduler:
         # Text held back as a possible stop string, or half a UTF-8 character, belongs to the
         # answer unless a stop string really ended it.
         tail = "" if hit_stop else request.stops.flush() + request.decoder.decode(b"", final=True)
-        request.out.put(request.chunk(tail, finish=reason, peak_memory_bytes=self._peak_memory()))
+        final = request.chunk(tail, finish=reason, peak_memory_bytes=self._peak_memory())
+        request.out.put(replace(final, stop_sequence=request.stops.matched))
         request.out.put(_END)
         self._release(slot)
 

@@ -32,6 +32,19 @@ from llmedge.settings import Settings
 from llmedge.store import Manifest, ModelRef, Store
 
 
+def check_token_ids(entry: LoadedEntry, tokens: Sequence[int], param: str) -> None:
+    """Refuse token ids the model's vocabulary does not have (llama.cpp would read past it)."""
+    facts = entry.manifest.facts
+    vocab = facts.vocab_size if facts and facts.vocab_size else None
+    for token in tokens:
+        if token < 0 or (vocab is not None and token >= vocab):
+            ids = f"0 to {vocab - 1}" if vocab else "0 and up"
+            raise InvalidRequestError(
+                f"{param}: token id {token} is not in the model's vocabulary (ids {ids})",
+                param=param,
+            )
+
+
 class Engine:
     """Loads models from the store and streams their generations.
 
@@ -179,15 +192,28 @@ class Engine:
         tools: Sequence[dict[str, Any]] | None = None,
     ) -> PreparedPrompt:
         entry = self.load(name)
-        return self._prepare(entry, entry.model.render_chat(messages, tools), params)
+        text = entry.model.render_chat(messages, tools)
+        return self._prepare(entry, entry.model.tokenize(text), params)
 
     def prepare_text(self, name: str | None, prompt: str, params: SamplingParams) -> PreparedPrompt:
-        return self._prepare(self.load(name), prompt, params)
+        entry = self.load(name)
+        return self._prepare(entry, entry.model.tokenize(prompt), params)
 
-    def _prepare(self, entry: LoadedEntry, text: str, params: SamplingParams) -> PreparedPrompt:
-        tokens = tuple(entry.model.tokenize(text))
+    def prepare_tokens(
+        self, name: str | None, tokens: Sequence[int], params: SamplingParams
+    ) -> PreparedPrompt:
+        """A prompt given as token ids, used as they are (no BOS is added)."""
+        entry = self.load(name)
+        check_token_ids(entry, tokens, "prompt")
+        return self._prepare(entry, tokens, params)
+
+    def _prepare(
+        self, entry: LoadedEntry, prompt: Sequence[int], params: SamplingParams
+    ) -> PreparedPrompt:
+        tokens = tuple(prompt)
         if not tokens:
             raise InvalidRequestError("the prompt is empty", param="prompt")
+        check_token_ids(entry, [token for token, _ in params.logit_bias], "logit_bias")
         ctx = entry.model.ctx_tokens
         if len(tokens) >= ctx:
             raise ContextLengthExceededError(len(tokens), ctx)
@@ -197,11 +223,31 @@ class Engine:
             params = SamplingParams(**{**params.__dict__, "max_tokens": limit})
         return PreparedPrompt(entry, tokens, params)
 
-    def embed(self, name: str | None, texts: Sequence[str]) -> tuple[list[list[float]], int]:
-        """Embedding vectors for `texts` from the model `name` names, and the tokens used."""
-        if not texts or any(not text for text in texts):
+    def embed(
+        self,
+        name: str | None,
+        inputs: Sequence[str | Sequence[int]],
+        truncate: bool = False,
+        ctx_tokens: int | None = None,
+    ) -> tuple[list[list[float]], int]:
+        """Embedding vectors for `inputs` (texts or token ids) from the model `name` names, and
+        the tokens used. An input longer than the context (or `ctx_tokens`, when smaller) is
+        refused, or with `truncate` cut to its first tokens (as Ollama does)."""
+        if not inputs or any(len(item) == 0 for item in inputs):
             raise InvalidRequestError("there is an empty input to embed", param="input")
-        return self.load(name).model.embed(texts)
+        entry = self.load(name)
+        plain = ctx_tokens is None and all(isinstance(item, str) for item in inputs)
+        if plain and not truncate:
+            return entry.model.embed(inputs)
+        ctx = min(entry.model.ctx_tokens, ctx_tokens or entry.model.ctx_tokens)
+        token_lists = []
+        for item in inputs:
+            tokens = entry.model.tokenize(item) if isinstance(item, str) else list(item)
+            check_token_ids(entry, tokens, "input")
+            if len(tokens) > ctx and not truncate:
+                raise ContextLengthExceededError(len(tokens), ctx, param="input")
+            token_lists.append(tokens[:ctx])
+        return entry.model.embed(token_lists)
 
     # --- generation ----------------------------------------------------------------------
 
