@@ -36,12 +36,10 @@ def host(base_url: str) -> str:
 
 
 @pytest.mark.parametrize("provider", ["ollama", "ollama_chat", "openai"])
-def test_a_completion_and_its_stream_agree(
-    provider: str, host: str, base_url: str
-) -> None:
-    where = {"api_base": base_url, "api_key": "unused"} if provider == "openai" else {
-        "api_base": host
-    }
+def test_a_completion_and_its_stream_agree(provider: str, host: str, base_url: str) -> None:
+    where = (
+        {"api_base": base_url, "api_key": "unused"} if provider == "openai" else {"api_base": host}
+    )
     args = {"model": f"{provider}/{MODEL}", "messages": HI, "max_tokens": 8, "temperature": 0}
     reply = litellm.completion(**args, **where)
     text = reply.choices[0].message.content

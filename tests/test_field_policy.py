@@ -61,14 +61,14 @@ def test_every_table_matches_its_request_model() -> None:
         assert policies(MODELS[name]) == table, f"docs/field-policy.md is out of date for {name}"
 
 
-def _typed_dict_keys(typed: Any) -> set[str]:
-    return set(typed.__required_keys__ | typed.__optional_keys__)
+def _typed_dict_keys(typed: Any, *more: str) -> set[str]:
+    return set(typed.__required_keys__ | typed.__optional_keys__ | set(more))
 
 
 # What the official clients can send, and the model that reads it.
 CLIENT_FIELDS = [
-    (_typed_dict_keys(chat_params.CompletionCreateParamsBase) | {"stream"}, "ChatCompletionRequest"),
-    (_typed_dict_keys(completion_params.CompletionCreateParamsBase) | {"stream"}, "CompletionRequest"),
+    (_typed_dict_keys(chat_params.CompletionCreateParamsBase, "stream"), "ChatCompletionRequest"),
+    (_typed_dict_keys(completion_params.CompletionCreateParamsBase, "stream"), "CompletionRequest"),
     (_typed_dict_keys(embedding_params.EmbeddingCreateParams), "EmbeddingRequest"),
     (_typed_dict_keys(responses_params.ResponseCreateParamsBase) | {"stream"}, "ResponsesRequest"),
     (set(ollama_types.ChatRequest.model_fields), "ChatRequest"),
