@@ -57,7 +57,7 @@ class BodyLimit:
         too_large = error_body(message, "invalid_request_error", None, "request_too_large")
         declared = dict(scope["headers"]).get(b"content-length", b"")
         if declared.isdigit() and int(declared) > self.max_bytes:
-            return await _send_error(send, 413, _ollama_shaped(scope, too_large))
+            return await _send_error(send, 413, _ollama_shaped(scope, too_large, 413))
         chunks, size = [], 0
         while True:
             received = await receive()
@@ -66,7 +66,7 @@ class BodyLimit:
             chunk = received.get("body", b"")
             size += len(chunk)
             if size > self.max_bytes:
-                return await _send_error(send, 413, _ollama_shaped(scope, too_large))
+                return await _send_error(send, 413, _ollama_shaped(scope, too_large, 413))
             chunks.append(chunk)
             if not received.get("more_body", False):
                 break
