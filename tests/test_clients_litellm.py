@@ -12,7 +12,7 @@ import pytest
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")  # no fetch of the price list
 litellm = pytest.importorskip("litellm")
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.filterwarnings("ignore::UserWarning")]  # litellm
 
 MODEL = "smollm2-135m"
 HI = [{"role": "user", "content": "Name a colour."}]
