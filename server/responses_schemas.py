@@ -12,7 +12,7 @@ from typing import Annotated, Any, ClassVar, Literal
 from pydantic import Field
 
 from llmedge import ChatMessage, InvalidRequestError, ToolCall
-from server.schemas import FUNCTION_NAME, JsonSchemaFormat, Temperature, TopP
+from server.schemas import FUNCTION_NAME, JsonSchemaFormat, ServiceHints, Temperature, TopP
 from server.wire import WireModel, advisory
 
 
@@ -94,7 +94,7 @@ class TextOptions(WireModel):
     format: TextFormat | SchemaFormat = Field(default_factory=lambda: TextFormat(type="text"))
 
 
-class ResponsesRequest(WireModel):
+class ResponsesRequest(ServiceHints):
     refused: ClassVar[Mapping[str, str]] = {
         "conversation": "llmedge keeps no conversations; send the whole conversation in input",
         "prompt": "llmedge keeps no stored prompts; send instructions and input",
@@ -127,11 +127,6 @@ class ResponsesRequest(WireModel):
     user: str | None = advisory("echoed in the response; no per-user state is kept")
     include: list[str] | None = advisory("no hidden reasoning or tool outputs to include")
     reasoning: dict[str, Any] | None = advisory("served models do not reason in hidden tokens")
-    service_tier: str | None = advisory("there is one tier; answered as 'default'")
-    prompt_cache_key: str | None = advisory("prefixes are cached automatically; echoed")
-    prompt_cache_retention: str | None = advisory("caches live as long as the loaded model")
-    prompt_cache_options: dict[str, Any] | None = advisory("caching is automatic")
-    safety_identifier: str | None = advisory("echoed in the response; no abuse detection runs")
 
     def echoed(self) -> dict[str, Any]:
         """The advisory fields the response object repeats, as OpenAI's does."""

@@ -222,7 +222,17 @@ class SamplingFields(Tuning):
         return bool(self.stream_options and self.stream_options.include_usage)
 
 
-class ChatCompletionRequest(SamplingFields):
+class ServiceHints(WireModel):
+    """OpenAI's hints about how a hosted service should treat a request: none applies here."""
+
+    service_tier: str | None = advisory("there is one tier; answered as 'default'")
+    prompt_cache_key: str | None = advisory("prefixes are cached automatically, per slot")
+    prompt_cache_retention: str | None = advisory("caches live as long as the loaded model")
+    prompt_cache_options: dict[str, Any] | None = advisory("caching is automatic")
+    safety_identifier: str | None = advisory("an end-user id for abuse detection; none runs")
+
+
+class ChatCompletionRequest(SamplingFields, ServiceHints):
     refused: ClassVar[Mapping[str, str]] = {
         "audio": "llmedge answers in text only; omit it",
         "functions": "the functions API is retired; send the same schemas as tools",
@@ -242,11 +252,6 @@ class ChatCompletionRequest(SamplingFields):
     store: bool | None = None
     modalities: list[Literal["text"]] | None = None
     metadata: dict[str, str] | None = advisory("tags for stored completions; none are stored")
-    service_tier: str | None = advisory("there is one tier; answered as 'default'")
-    prompt_cache_key: str | None = advisory("prefixes are cached automatically, per slot")
-    prompt_cache_retention: str | None = advisory("caches live as long as the loaded model")
-    prompt_cache_options: dict[str, Any] | None = advisory("caching is automatic")
-    safety_identifier: str | None = advisory("an end-user id for abuse detection; none runs")
     reasoning_effort: str | None = advisory("served models do not reason in hidden tokens")
     verbosity: Literal["low", "medium", "high"] | None = advisory("not a sampling control")
     prediction: dict[str, Any] | None = advisory("predicted outputs do not speed decoding here")
