@@ -171,7 +171,10 @@ def test_the_key_is_taken_from_either_header_and_the_version_header_is_tolerated
         {"x-api-key": KEY, "anthropic-version": "2023-06-01"},
         {"authorization": f"Bearer {KEY}", "anthropic-version": "2023-06-01"},
     ):
-        assert httpx.post(f"{host}/v1/messages", json=body, headers=headers).status_code == 200
+        assert (
+            httpx.post(f"{host}/v1/messages", json=body, headers=headers, timeout=60).status_code
+            == 200
+        )
     refused = httpx.post(f"{host}/v1/messages", json=body)
     assert refused.status_code == 401 and refused.json()["type"] == "error"
     assert refused.json()["error"]["type"] == "authentication_error"

@@ -140,11 +140,11 @@ def test_what_clients_add_is_accepted(host: str) -> None:
     body = {"model": MODEL, "messages": [message], "options": options, "stream": False}
     raw = json.dumps(body).encode()
     for headers in ({}, {"content-type": "application/x-www-form-urlencoded"}):
-        answer = httpx.post(f"{host}/api/chat", content=raw, headers=headers)
+        answer = httpx.post(f"{host}/api/chat", content=raw, headers=headers, timeout=60)
         assert answer.status_code == 200 and answer.json()["done"], answer.text
     generate = {"model": MODEL, "prompt": "Hi", "images": None, "stream": False,
                 "options": {"num_predict": 2}}  # fmt: skip
-    answer = httpx.post(f"{host}/api/generate", content=json.dumps(generate).encode())
+    answer = httpx.post(f"{host}/api/generate", content=json.dumps(generate).encode(), timeout=60)
     assert answer.status_code == 200 and answer.json()["response"] is not None
     shown = httpx.post(f"{host}/api/show", content=json.dumps({"name": MODEL}).encode())
     assert shown.status_code == 200 and shown.json()["details"]["family"] == "llama"

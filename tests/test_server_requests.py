@@ -113,3 +113,14 @@ def test_a_required_call_is_made_once(client: openai.OpenAI) -> None:
     calls = reply.choices[0].message.tool_calls or []
     assert len(calls) == 1 and reply.choices[0].finish_reason == "tool_calls"
     assert set(json.loads(calls[0].function.arguments)) == {"word"}
+
+
+def test_a_body_without_content_type_is_read_as_json(base_url: str) -> None:
+    body = json.dumps({"model": MODEL, "messages": [{"role": "user", "content": "Hi"}],
+                       "max_tokens": 2}).encode()  # fmt: skip
+    assert httpx.post(f"{base_url}/chat/completions", content=body, timeout=60).status_code == 200
+    declared = httpx.post(
+        f"{base_url}/chat/completions", content=body, headers={"content-type": "text/plain"}
+    )
+    assert declared.status_code == 400  # a body that says it is not JSON is taken at its word
+    assert declared.json()["error"]["message"] == "the request body must be a JSON object"
