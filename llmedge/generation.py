@@ -68,7 +68,8 @@ class SamplingParams:
     presence_penalty: float = 0.0
     frequency_penalty: float = 0.0
     stop: tuple[str, ...] = ()
-    seed: int | None = None
+    seed: int | None = None  # any 64-bit value; a backend maps it onto what its sampler takes
+    logit_bias: tuple[tuple[int, float], ...] = ()  # (token id, bias added to its logit)
     grammar: str | None = None  # GBNF; the answer is constrained to it
     logprobs: bool = False
     top_logprobs: int = 0  # alternatives reported per token, with logprobs
@@ -102,3 +103,4 @@ class GenerationChunk:
     prompt_tokens_per_s: float | None = None
     peak_memory_bytes: int | None = None
     logprobs: tuple[TokenLogprob, ...] = ()
+    stop_sequence: str | None = None  # on the last chunk: the stop string that ended it, if one

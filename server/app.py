@@ -10,7 +10,9 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, PlainTextResponse
 
 from llmedge import Engine, __version__
+from server.anthropic_routes import router as anthropic_router
 from server.errors import install_error_handlers
+from server.json_bodies import JsonBodies
 from server.limits import install_limits
 from server.metrics import CONTENT_TYPE
 from server.ollama_routes import router as ollama_router
@@ -34,11 +36,13 @@ def create_app(engine: Engine) -> FastAPI:
     install_error_handlers(app)
     install_remote_proxy(app, engine)  # before the limits: the API key applies to it too
     install_limits(app, engine.settings, state.metrics)
+    app.add_middleware(JsonBodies)  # outermost: every layer below reads the corrected header
     app.include_router(openai_router)
     app.include_router(responses_router)
+    app.include_router(anthropic_router)
     app.include_router(ollama_router)
 
-    @app.get("/", tags=["server"], response_class=PlainTextResponse)
+    @app.api_route("/", methods=["GET", "HEAD"], tags=["server"], response_class=PlainTextResponse)
     async def root() -> str:
         """What Ollama clients probe to see that a server is up."""
         return "llmedge is running"

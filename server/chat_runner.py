@@ -44,6 +44,9 @@ class ChatSpec:
     tool_mode: ToolMode = "auto"
     forced_tool: str | None = None  # a tool the answer must call
     parallel_tool_calls: bool = True
+    # With calls forced, may one function be called more than once? (parallel_tool_calls: true
+    # said explicitly; by default each function is called at most once.)
+    repeat_calls: bool = False
     keep_alive_s: float | None = None  # how long the model stays loaded once idle
 
 
@@ -54,6 +57,20 @@ class Prepared:
     prompt: PreparedPrompt
     tool_names: tuple[str, ...] = ()
     whole_message_json: bool = False
+    forced_calls: bool = False  # the grammar forces calls: repeats of a call are dropped
+    repeat_calls: bool = False  # ... except calls to one function with other arguments
+
+    def parser(self) -> ToolCallParser | None:
+        """What reads this prompt's answer for tool calls (None: no tools were offered)."""
+        if not self.tool_names:
+            return None
+        return ToolCallParser(
+            self.tool_names,
+            new_call_id,
+            self.whole_message_json,
+            unique=self.forced_calls,
+            one_per_tool=self.forced_calls and not self.repeat_calls,
+        )
 
 
 def _tool_name(tool: Mapping[str, Any]) -> str:
@@ -72,9 +89,12 @@ def prepare_chat(engine: Engine, spec: ChatSpec) -> Prepared:
         fmt = detect_tool_format(facts.chat_template if facts else None)
         offered = [dict(t) for t in spec.tools] if spec.tool_mode != "none" else []
         params = spec.params
-        if spec.forced_tool or spec.tool_mode == "required":
+        forced = bool(spec.forced_tool) or spec.tool_mode == "required"
+        if forced:
             chosen = [t for t in offered if spec.forced_tool in (None, _tool_name(t))]
-            grammar = forced_call_grammar(fmt, chosen, parallel=spec.parallel_tool_calls)
+            # Each function once unless repeats were asked for: the model cannot loop on one call.
+            most = None if spec.repeat_calls else len(chosen)
+            grammar = forced_call_grammar(fmt, chosen, spec.parallel_tool_calls, most)
             params = replace(params, grammar=grammar)
     except BaseException:
         lease.release()
@@ -84,7 +104,7 @@ def prepare_chat(engine: Engine, spec: ChatSpec) -> Prepared:
     else:
         prompt = engine.prepare_chat(lease, fold_messages(spec.messages, offered), params)
     names = tuple(_tool_name(t) for t in offered)
-    return Prepared(prompt, names, whole_message_json=fmt.style == "llama3")
+    return Prepared(prompt, names, fmt.style == "llama3", forced, spec.repeat_calls)
 
 
 @dataclass
@@ -116,17 +136,15 @@ class ChoiceResult:
 
 
 def _finish(chunk: GenerationChunk, called: bool) -> Finish:
-    return "tool_calls" if called else chunk.finish_reason or "stop"
+    if called and chunk.finish_reason != "length":  # cut short, later calls may be missing
+        return "tool_calls"
+    return chunk.finish_reason or "stop"
 
 
 async def _choice_events(
     index: int, stream: GenerationStream, prepared: Prepared
 ) -> AsyncIterator[ChoiceEvent]:
-    parser = (
-        ToolCallParser(prepared.tool_names, new_call_id, prepared.whole_message_json)
-        if prepared.tool_names
-        else None
-    )
+    parser = prepared.parser()
     called = False
     pending = ""  # whitespace held back: between or after tool calls it is not an answer
     async for chunk in stream:
@@ -135,7 +153,7 @@ async def _choice_events(
         else:
             step = parser.feed(chunk.text)
             if chunk.finish_reason:
-                step.extend(parser.finish())
+                step.extend(parser.finish(cut=chunk.finish_reason == "length"))
             content, calls = step.content, step.calls
             if not content.strip():
                 pending, content = pending + content, ""

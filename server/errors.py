@@ -1,6 +1,7 @@
 """Every failure leaves the server as OpenAI's error object, with the matching HTTP status.
 
-Under /api/ (the Ollama API) the same error is `{"error": "message"}`, as Ollama clients read it.
+Under /api/ (the Ollama API) the same error is `{"error": "message"}`, as Ollama clients read it;
+under /v1/messages it is Anthropic's `{"type": "error", "error": {"type", "message"}}`.
 """
 
 from __future__ import annotations
@@ -15,16 +16,16 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from llmedge import LlmedgeError
 from server.schemas import error_body
+from server.validation import validation_message
+from server.wire import shape_error
 
 log = logging.getLogger("llmedge.server")
 
 _HTTP_TYPES = {401: "authentication_error", 404: "not_found_error", 405: "invalid_request_error"}
 
 
-def _shaped(request: Request | None, body: dict[str, Any]) -> dict[str, Any]:
-    if request is not None and request.url.path.startswith("/api/"):
-        return {"error": body["error"]["message"]}
-    return body
+def _shaped(request: Request | None, body: dict[str, Any], status: int) -> dict[str, Any]:
+    return body if request is None else shape_error(request.url.path, body, status)
 
 
 def error_response(exc: LlmedgeError, request: Request | None = None) -> JSONResponse:
@@ -33,19 +34,8 @@ def error_response(exc: LlmedgeError, request: Request | None = None) -> JSONRes
     if retry_after:
         headers["Retry-After"] = str(retry_after)
     body = error_body(str(exc), exc.error_type, exc.param, exc.code)
-    return JSONResponse(_shaped(request, body), status_code=exc.http_status, headers=headers)
-
-
-def _validation_message(exc: RequestValidationError) -> tuple[str, str | None]:
-    first = exc.errors()[0]
-    location = [str(part) for part in first.get("loc", ()) if part != "body"]
-    param = ".".join(location) or None
-    if first.get("type") == "extra_forbidden":
-        return f"unsupported field {param!r}: llmedge does not implement it; remove it", param
-    if first.get("type") == "json_invalid":
-        return "the request body is not valid JSON", None
-    message = str(first.get("msg", "invalid value")).removeprefix("Value error, ")
-    return f"{param or 'body'}: {message}", param
+    shaped = _shaped(request, body, exc.http_status)
+    return JSONResponse(shaped, status_code=exc.http_status, headers=headers)
 
 
 def install_error_handlers(app: FastAPI) -> None:
@@ -55,15 +45,15 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
-        message, param = _validation_message(exc)
+        message, param = validation_message([dict(e) for e in exc.errors()])
         body = error_body(message, "invalid_request_error", param, "invalid_value")
-        return JSONResponse(_shaped(request, body), status_code=400)
+        return JSONResponse(_shaped(request, body, 400), status_code=400)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         error_type = _HTTP_TYPES.get(exc.status_code, "invalid_request_error")
         return JSONResponse(
-            _shaped(request, error_body(str(exc.detail), error_type, None, None)),
+            _shaped(request, error_body(str(exc.detail), error_type, None, None), exc.status_code),
             status_code=exc.status_code,
             headers=getattr(exc, "headers", None),
         )
@@ -72,4 +62,4 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
         log.exception("unexpected error")
         body = error_body(f"internal error: {exc}", "server_error", None, None)
-        return JSONResponse(_shaped(request, body), status_code=500)
+        return JSONResponse(_shaped(request, body, 500), status_code=500)

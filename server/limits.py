@@ -16,6 +16,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from llmedge import Settings
 from server.metrics import Metrics
 from server.schemas import error_body
+from server.wire import shape_error
 
 # Routes reachable without the API key.
 PUBLIC_PATHS = frozenset({"/health"})
@@ -33,11 +34,9 @@ async def _send_error(
     await send({"type": "http.response.body", "body": payload})
 
 
-def _ollama_shaped(scope: Scope, body: dict[str, Any]) -> dict[str, Any]:
-    """Ollama clients read `error` as a string."""
-    if str(scope.get("path", "")).startswith("/api/"):
-        return {"error": body["error"]["message"]}
-    return body
+def _ollama_shaped(scope: Scope, body: dict[str, Any], status: int = 400) -> dict[str, Any]:
+    """Ollama clients read `error` as a string; Anthropic's want their typed error."""
+    return shape_error(str(scope.get("path", "")), body, status)
 
 
 class BodyLimit:
@@ -58,7 +57,7 @@ class BodyLimit:
         too_large = error_body(message, "invalid_request_error", None, "request_too_large")
         declared = dict(scope["headers"]).get(b"content-length", b"")
         if declared.isdigit() and int(declared) > self.max_bytes:
-            return await _send_error(send, 413, _ollama_shaped(scope, too_large))
+            return await _send_error(send, 413, _ollama_shaped(scope, too_large, 413))
         chunks, size = [], 0
         while True:
             received = await receive()
@@ -67,7 +66,7 @@ class BodyLimit:
             chunk = received.get("body", b"")
             size += len(chunk)
             if size > self.max_bytes:
-                return await _send_error(send, 413, _ollama_shaped(scope, too_large))
+                return await _send_error(send, 413, _ollama_shaped(scope, too_large, 413))
             chunks.append(chunk)
             if not received.get("more_body", False):
                 break
@@ -81,22 +80,25 @@ class BodyLimit:
 
 
 class ApiKey:
-    """Wants `Authorization: Bearer KEY` on every route but /health (and CORS preflights)."""
+    """Wants `Authorization: Bearer KEY` (or Anthropic's `x-api-key: KEY`) on every route but
+    /health (and CORS preflights)."""
 
     def __init__(self, app: ASGIApp, key: str) -> None:
         self.app = app
         self.expected = f"Bearer {key}".encode()
+        self.expected_key = key.encode()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["path"] in PUBLIC_PATHS:
             return await self.app(scope, receive, send)
-        given = dict(scope["headers"]).get(b"authorization", b"")
-        if secrets.compare_digest(given, self.expected):
+        headers = dict(scope["headers"])
+        bearer = secrets.compare_digest(headers.get(b"authorization", b""), self.expected)
+        if bearer or secrets.compare_digest(headers.get(b"x-api-key", b""), self.expected_key):
             return await self.app(scope, receive, send)
         message = "invalid or missing API key; send it as `Authorization: Bearer KEY`"
         body = error_body(message, "authentication_error", None, "invalid_api_key")
         await _send_error(
-            send, 401, _ollama_shaped(scope, body), [(b"www-authenticate", b"Bearer")]
+            send, 401, _ollama_shaped(scope, body, 401), [(b"www-authenticate", b"Bearer")]
         )
 
 

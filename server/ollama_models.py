@@ -55,12 +55,12 @@ def model_entry(manifest: Manifest) -> dict[str, Any]:
     }
 
 
-@router.get("/version")
+@router.api_route("/version", methods=["GET", "HEAD"])
 async def version() -> dict[str, str]:
     return {"version": __version__}
 
 
-@router.get("/tags")
+@router.api_route("/tags", methods=["GET", "HEAD"])
 async def tags(request: Request) -> dict[str, Any]:
     manifests = await run_in_threadpool(server_state(request).engine.store.manifests)
     return {"models": [model_entry(m) for m in manifests]}

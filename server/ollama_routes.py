@@ -9,6 +9,7 @@ import json
 import re
 import time
 from collections.abc import AsyncIterator, Callable
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -18,6 +19,7 @@ from fastapi.responses import JSONResponse
 
 from llmedge import (
     ChatMessage,
+    ContextLengthExceededError,
     GenerationChunk,
     InvalidRequestError,
     LlmedgeError,
@@ -165,6 +167,31 @@ async def _answer(
     return RunLines(lines(), run, media_type=NDJSON)
 
 
+def within_num_ctx(prepared: Prepared, num_ctx: int | None) -> Prepared:
+    """The prompt held to the context the request asked for: `num_ctx` up to the context the
+    model is loaded with (a larger one cannot be had without reloading it: 400)."""
+    prompt = prepared.prompt
+    loaded = prompt.model.model.ctx_tokens
+    if num_ctx is None or num_ctx == loaded:
+        return prepared
+    try:
+        if num_ctx > loaded:
+            raise InvalidRequestError(
+                f"options.num_ctx is {num_ctx} but {prompt.model.manifest.ref} is served with "
+                f"{loaded} tokens of context; ask for at most {loaded}, or start the server "
+                f"with `llmedge serve --ctx {num_ctx}`",
+                param="options.num_ctx",
+            )
+        if len(prompt.tokens) >= num_ctx:
+            raise ContextLengthExceededError(len(prompt.tokens), num_ctx)
+    except InvalidRequestError:
+        prompt.release()
+        raise
+    room = num_ctx - len(prompt.tokens)
+    params = replace(prompt.params, max_tokens=min(prompt.params.max_tokens or room, room))
+    return replace(prepared, prompt=replace(prompt, params=params))
+
+
 def _checked(
     body: ChatRequest | GenerateRequest, request: Request
 ) -> tuple[ServerState, SamplingParams, float | None]:
@@ -212,7 +239,11 @@ async def chat(body: ChatRequest, request: Request) -> Any:
         return {"message": message}
 
     return await _answer(
-        state, lambda: prepare_chat(state.engine, spec), body.model, body.stream, shape
+        state,
+        lambda: within_num_ctx(prepare_chat(state.engine, spec), body.num_ctx),
+        body.model,
+        body.stream,
+        shape,
     )
 
 
@@ -235,15 +266,34 @@ async def generate(body: GenerateRequest, request: Request) -> Any:
     def shape(text: str, calls: list[dict[str, Any]], done: bool) -> dict[str, Any]:
         return {"response": text}
 
-    return await _answer(state, prepare, body.model, body.stream, shape)
+    return await _answer(
+        state, lambda: within_num_ctx(prepare(), body.num_ctx), body.model, body.stream, shape
+    )
 
 
 async def _embed(
-    state: ServerState, model: str, texts: list[str], keep: float | str | None
+    state: ServerState,
+    model: str,
+    texts: list[str],
+    keep: float | str | None,
+    truncate: bool = False,
+    num_ctx: int | None = None,
 ) -> tuple[str, list[list[float]], int]:
     keep_alive_s = keep_alive_seconds(keep)
     manifest = await run_in_threadpool(state.engine.resolve, model)
-    vectors, tokens = await state.run(lambda: state.engine.embed(manifest.ref, texts, keep_alive_s))
+
+    def work() -> tuple[list[list[float]], int]:
+        with state.engine.lease(manifest.ref, keep_alive_s) as lease:
+            served = lease.model.ctx_tokens
+            if num_ctx is not None and num_ctx > served:
+                raise InvalidRequestError(
+                    f"options.num_ctx is {num_ctx} but {manifest.ref} is served with "
+                    f"{served} tokens of context; ask for at most that",
+                    param="options.num_ctx",
+                )
+            return state.engine.embed(manifest.ref, texts, truncate=truncate, ctx_tokens=num_ctx)
+
+    vectors, tokens = await state.run(work)
     return manifest.ref, vectors, tokens
 
 
@@ -251,15 +301,13 @@ async def _embed(
 async def embed(body: EmbedRequest, request: Request) -> dict[str, Any]:
     started = time.perf_counter()
     state = server_state(request)
-    parse_options(body.options)
-    if body.truncate:
-        raise InvalidRequestError(
-            "truncate: llmedge refuses an input longer than the context instead of cutting it; "
-            "send truncate: false or omit it",
-            param="truncate",
-        )
+    options = parse_options(body.options)
     texts = [body.input] if isinstance(body.input, str) else body.input
-    ref, vectors, tokens = await _embed(state, body.model, texts, body.keep_alive)
+    # Ollama cuts an input longer than the context unless told not to.
+    truncate = body.truncate is not False
+    ref, vectors, tokens = await _embed(
+        state, body.model, texts, body.keep_alive, truncate, options.num_ctx
+    )
     return {
         "model": ref,
         "embeddings": [shorten(v, body.dimensions) for v in vectors],
@@ -273,6 +321,8 @@ async def embed(body: EmbedRequest, request: Request) -> dict[str, Any]:
 async def embeddings(body: LegacyEmbeddingRequest, request: Request) -> dict[str, Any]:
     """The older single-text form of /api/embed."""
     state = server_state(request)
-    parse_options(body.options)
-    _, vectors, _ = await _embed(state, body.model, [body.prompt], body.keep_alive)
+    options = parse_options(body.options)
+    _, vectors, _ = await _embed(
+        state, body.model, [body.prompt], body.keep_alive, num_ctx=options.num_ctx
+    )
     return {"embedding": vectors[0]}

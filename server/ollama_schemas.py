@@ -1,64 +1,89 @@
 """Wire types of the Ollama API (`/api/*`), mapped onto llmedge's sampling and messages.
 
-Options Ollama applies when it loads a model (`num_ctx`, `num_gpu`, …) are set when llmedge's
-server starts, so a request that sends them is refused by name rather than quietly ignored.
+Options Ollama applies when it loads a model (`num_gpu`, `num_thread`, …) are advisory here:
+the server's own settings decide them. `num_ctx` is honoured up to the context the model is
+loaded with. Sampling options llmedge does not implement are accepted at their neutral value
+only (`mirostat: 0`, `typical_p: 1`) and refused by name otherwise.
 """
 
 from __future__ import annotations
 
 import json
-from typing import Annotated, Any, Literal
+from collections.abc import Mapping
+from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import Field, ValidationError
+from pydantic import Field, ValidationError, field_validator, model_validator
 
 from llmedge import ChatMessage, InvalidRequestError, SamplingParams, ToolCall
 from llmedge.prompting import json_object_grammar, schema_grammar
-from server.schemas import ChatTool, Tuning, WireModel
+from server.schemas import ChatTool, Tuning
+from server.validation import validation_message
+from server.wire import LenientModel, Seed, WireModel, advisory, field_error
 
-# Options that Ollama applies at load time, and the llmedge setting that plays their part.
-_LOAD_OPTIONS = {
-    "num_ctx": "--ctx",
-    "num_batch": "--ctx",
-    "num_gpu": "--gpu-layers",
-    "main_gpu": "--gpu-layers",
-    "low_vram": "--gpu-layers",
-    "num_thread": "--threads",
-    "f16_kv": "--ctx",
-    "use_mmap": "--ctx",
-    "use_mlock": "--ctx",
-    "numa": "--threads",
-    "vocab_only": "--ctx",
-    "logits_all": "--ctx",
-    "embedding_only": "--ctx",
+# Sampling options llmedge implements only at the value that turns them off.
+NEUTRAL_OPTIONS: dict[str, tuple[float, str]] = {
+    "typical_p": (1.0, "typical sampling is not implemented; use top_p or min_p"),
+    "tfs_z": (1.0, "tail-free sampling is not implemented; use min_p"),
+    "mirostat": (0, "mirostat sampling is not implemented; use temperature and top_p"),
+    "repeat_last_n": (64, "repeats are penalised over the last 64 tokens; omit it"),
+    "penalize_newline": (False, "newlines are never penalised apart; omit it"),
 }
 
 
 class Options(Tuning):
-    """The runtime options llmedge honours; any other is refused by name."""
+    """The runtime options of a request."""
 
-    seed: int | None = None
+    seed: Seed | None = None
     num_predict: Annotated[int, Field(ge=-2)] | None = None
     stop: list[str] | None = None
+    num_ctx: Annotated[int, Field(ge=1)] | None = None
+    num_keep: int | None = advisory("no context shifting: an over-long prompt is refused")
+    mirostat_tau: float | None = advisory("only used by mirostat, which stays off")
+    mirostat_eta: float | None = advisory("only used by mirostat, which stays off")
+    typical_p: float | None = None
+    tfs_z: float | None = None
+    mirostat: int | None = None
+    repeat_last_n: int | None = None
+    penalize_newline: bool | None = None
+    num_batch: int | None = advisory("set by the server: llmedge serve --ctx")
+    num_gpu: int | None = advisory("set by the server: llmedge serve --gpu-layers")
+    main_gpu: int | None = advisory("set by the server: llmedge serve --gpu-layers")
+    low_vram: bool | None = advisory("set by the server: llmedge serve --gpu-layers")
+    num_thread: int | None = advisory("set by the server: llmedge serve --threads")
+    f16_kv: bool | None = advisory("set by the server")
+    use_mmap: bool | None = advisory("set by the server")
+    use_mlock: bool | None = advisory("set by the server")
+    numa: bool | None = advisory("set by the server: llmedge serve --threads")
+    vocab_only: bool | None = advisory("set by the server")
+    logits_all: bool | None = advisory("set by the server")
+    embedding_only: bool | None = advisory("set by the server")
+
+    @model_validator(mode="after")
+    def _neutral_or_refused(self) -> Options:
+        for name, (neutral, instead) in NEUTRAL_OPTIONS.items():
+            value = getattr(self, name)
+            if value is not None and value != neutral:
+                raise field_error(name, f"{instead} (only {neutral!r} is accepted)")
+        return self
 
 
 def parse_options(raw: dict[str, Any] | None) -> Options:
-    for name in raw or {}:
-        if name in _LOAD_OPTIONS:
-            raise InvalidRequestError(
-                f"options.{name} is fixed when the server starts; start it with "
-                f"`llmedge serve {_LOAD_OPTIONS[name]} …` instead",
-                param=f"options.{name}",
-            )
     try:
         return Options.model_validate(raw or {})
     except ValidationError as exc:
-        first = exc.errors()[0]
-        param = "options." + ".".join(str(part) for part in first["loc"])
-        if first["type"] == "extra_forbidden":
-            message = f"{param} is not supported by llmedge; remove it"
-        else:
-            message = f"{param}: {first['msg']}"
+        errors = [{**e, "loc": ("options", *e["loc"])} for e in exc.errors()]
+        message, param = validation_message([dict(e) for e in errors])
+        if errors[0]["type"] == "extra_forbidden":
+            message = f"{param} is not an option llmedge knows; remove it"
         raise InvalidRequestError(message, param=param) from None
+
+
+def _no_images(images: list[str] | None) -> list[str] | None:
+    if images:
+        raise ValueError(
+            "images need a multimodal model, which llmedge does not serve yet; send no images"
+        )
+    return images
 
 
 class _Generating(WireModel):
@@ -66,10 +91,20 @@ class _Generating(WireModel):
     stream: bool = True
     format: Literal["", "json"] | dict[str, Any] | None = None
     options: dict[str, Any] | None = None
-    think: Literal[False] | None = None
+    think: bool | str | None = None
     keep_alive: float | str | None = None
     logprobs: bool | None = None
     top_logprobs: Annotated[int, Field(ge=0, le=20)] | None = None
+
+    @model_validator(mode="after")
+    def _no_thinking(self) -> _Generating:
+        if self.think not in (None, False):
+            raise field_error("think", "the served models do not think in separate tokens; omit it")
+        return self
+
+    @property
+    def num_ctx(self) -> int | None:
+        return parse_options(self.options).num_ctx
 
     def params(self) -> SamplingParams:
         options = parse_options(self.options)
@@ -93,21 +128,27 @@ class _Generating(WireModel):
         return None
 
 
-class OllamaFunction(WireModel):
+class OllamaFunction(LenientModel):
     name: str
     arguments: dict[str, Any]
 
 
-class OllamaToolCall(WireModel):
+class OllamaToolCall(LenientModel):
     function: OllamaFunction
 
 
-class OllamaMessage(WireModel):
+class OllamaMessage(LenientModel):
     role: Literal["system", "user", "assistant", "tool"]
     content: str = ""
+    images: list[str] | None = None
     tool_calls: list[OllamaToolCall] | None = None
     tool_name: str | None = None
-    thinking: None = None
+    thinking: str | None = advisory("earlier thinking is not shown to the model again")
+
+    @field_validator("images")
+    @classmethod
+    def _text_only(cls, images: list[str] | None) -> list[str] | None:
+        return _no_images(images)
 
 
 def chat_messages(messages: list[OllamaMessage]) -> list[ChatMessage]:
@@ -139,11 +180,36 @@ class ChatRequest(_Generating):
 
 
 class GenerateRequest(_Generating):
+    refused: ClassVar[Mapping[str, str]] = {
+        "template": "llmedge renders the model's own chat template; send raw: true with a "
+        "prompt you formatted yourself",
+        "width": "llmedge does not generate images",
+        "height": "llmedge does not generate images",
+        "steps": "llmedge does not generate images",
+    }
+
     prompt: str = ""
     system: str | None = None
     raw: bool = False
-    suffix: Literal[""] | None = None
-    images: Annotated[list[str], Field(max_length=0)] | None = None
+    suffix: str | None = None
+    images: list[str] | None = None
+    context: list[int] | None = None
+
+    @field_validator("images")
+    @classmethod
+    def _text_only(cls, images: list[str] | None) -> list[str] | None:
+        return _no_images(images)
+
+    @model_validator(mode="after")
+    def _nothing_unsupported(self) -> GenerateRequest:
+        if self.suffix:
+            raise field_error("suffix", "llmedge does not fill in the middle; omit it")
+        if self.context:
+            raise field_error(
+                "context", "llmedge returns no context to send back; use /api/chat with the "
+                "whole conversation",
+            )  # fmt: skip
+        return self
 
 
 NonEmpty = Annotated[str, Field(min_length=1)]
@@ -165,12 +231,25 @@ class LegacyEmbeddingRequest(WireModel):
     keep_alive: float | str | None = None
 
 
-class ModelRequest(WireModel):
+class _Named(WireModel):
+    """A request that names a model as `model` or, as older clients do, `name`."""
+
     model: str = Field(min_length=1)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _name_alias(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("model") is None and "name" in data:
+            data = {**data, "model": data["name"]}
+        if isinstance(data, dict):
+            data = {k: v for k, v in data.items() if k != "name"}
+        return data
+
+
+class ModelRequest(_Named):
     verbose: bool | None = None
 
 
-class PullRequest(WireModel):
-    model: str = Field(min_length=1)
+class PullRequest(_Named):
     stream: bool = True
     insecure: bool | None = None

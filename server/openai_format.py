@@ -91,6 +91,7 @@ class _Shape:
         self.logprobs = logprobs
         self.id = self.id_prefix + uuid.uuid4().hex[:24]
         self.created = int(time.time())
+        self.echoed: dict[str, Any] = {}  # request fields the API echoes in every object
 
     def _envelope(self, object_: str, choices: list[dict[str, Any]]) -> dict[str, Any]:
         return {
@@ -100,6 +101,7 @@ class _Shape:
             "model": self.model,
             "system_fingerprint": "llmedge",
             "choices": choices,
+            **self.echoed,
         }
 
     def _with_usage(self, body: dict[str, Any], results: Sequence[ChoiceResult]) -> dict[str, Any]:

@@ -39,6 +39,7 @@ def _spec(body: ResponsesRequest) -> ChatSpec:
         tool_mode="auto" if isinstance(choice, NamedFunction) or choice is None else choice,
         forced_tool=choice.name if isinstance(choice, NamedFunction) else None,
         parallel_tool_calls=body.parallel_tool_calls is not False,
+        repeat_calls=body.parallel_tool_calls is True,
     )
 
 
@@ -69,13 +70,17 @@ class ResponseBuilder:
 
     def response(self, status: str) -> dict[str, Any]:
         body, last = self.body, self.last
-        fmt = body.text.format.model_dump(by_alias=True) if body.text else {"type": "text"}
+        text = body.text.format if body.text else None
+        fmt = text.model_dump(by_alias=True, exclude_none=True) if text else {"type": "text"}
         incomplete = status == "incomplete"
         usage = None
         if last is not None:
             usage = {
                 "input_tokens": last.prompt_tokens,
-                "input_tokens_details": {"cached_tokens": last.cached_tokens},
+                "input_tokens_details": {
+                    "cached_tokens": last.cached_tokens,
+                    "cache_write_tokens": 0,  # the cache is written as a side effect, uncounted
+                },
                 "output_tokens": last.generated_tokens,
                 "output_tokens_details": {"reasoning_tokens": 0},
                 "total_tokens": last.prompt_tokens + last.generated_tokens,
@@ -92,7 +97,7 @@ class ResponseBuilder:
             "max_output_tokens": body.max_output_tokens,
             "temperature": body.temperature,
             "top_p": body.top_p,
-            "tools": [t.model_dump(exclude_none=True) for t in body.tools or ()],
+            "tools": [t.echo() for t in body.tools or ()],
             "tool_choice": choice.model_dump()
             if isinstance(choice, NamedFunction)
             else choice or "auto",
@@ -103,7 +108,8 @@ class ResponseBuilder:
             "metadata": body.metadata or {},
             "incomplete_details": {"reason": "max_output_tokens"} if incomplete else None,
             "error": None,
-            "usage": usage,
+            **({"usage": usage} if usage is not None else {}),  # the schema has no null usage
+            **body.echoed(),
         }
 
     def open_message(self) -> list[ServerSentEvent]:

@@ -6,12 +6,14 @@ a conversation is sent whole in `input` each time (messages, function calls and 
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from collections.abc import Mapping
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import Field
 
 from llmedge import ChatMessage, InvalidRequestError, ToolCall
-from server.schemas import FUNCTION_NAME, JsonSchemaFormat, Temperature, TopP, WireModel
+from server.schemas import FUNCTION_NAME, JsonSchemaFormat, ServiceHints, Temperature, TopP
+from server.wire import WireModel, advisory
 
 
 class InputText(WireModel):
@@ -62,6 +64,14 @@ class FunctionTool(WireModel):
     parameters: dict[str, Any] | None = None
     strict: bool | None = None
 
+    def echo(self) -> dict[str, Any]:
+        """The tool as the response object lists it (`strict` and `parameters` always there)."""
+        return {
+            **self.model_dump(exclude_none=True),
+            "strict": self.strict,
+            "parameters": self.parameters,
+        }
+
     def as_chat_tool(self) -> dict[str, Any]:
         function = self.model_dump(exclude_none=True, exclude={"type"})
         return {"type": "function", "function": function}
@@ -84,7 +94,18 @@ class TextOptions(WireModel):
     format: TextFormat | SchemaFormat = Field(default_factory=lambda: TextFormat(type="text"))
 
 
-class ResponsesRequest(WireModel):
+class ResponsesRequest(ServiceHints):
+    refused: ClassVar[Mapping[str, str]] = {
+        "conversation": "llmedge keeps no conversations; send the whole conversation in input",
+        "prompt": "llmedge keeps no stored prompts; send instructions and input",
+        "context_management": "llmedge does not compact conversations; send a shorter input",
+        "moderation": "llmedge runs no moderation; omit it",
+        "background_options": "llmedge answers in the foreground only; omit it",
+        "image": "llmedge does not generate images",
+        "access_programs": "llmedge runs no hosted programs; omit it",
+        "max_tool_calls": "not implemented; send parallel_tool_calls: false for at most one call",
+    }
+
     model: str | None = None
     input: str | Annotated[list[InputItem], Field(min_length=1)]
     instructions: str | None = None
@@ -99,8 +120,26 @@ class ResponsesRequest(WireModel):
     store: bool | None = None
     previous_response_id: str | None = None
     truncation: Literal["disabled"] | None = None
-    metadata: dict[str, str] | None = None
-    user: str | None = None
+    background: Literal[False] | None = None
+    stream_options: dict[str, Any] | None = advisory("no obfuscation padding is sent")
+    top_logprobs: Literal[0] | None = None
+    metadata: dict[str, str] | None = advisory("echoed in the response; nothing is stored")
+    user: str | None = advisory("echoed in the response; no per-user state is kept")
+    include: list[str] | None = advisory("no hidden reasoning or tool outputs to include")
+    reasoning: dict[str, Any] | None = advisory("served models do not reason in hidden tokens")
+
+    def echoed(self) -> dict[str, Any]:
+        """The advisory fields the response object repeats, as OpenAI's does."""
+        fields = {
+            "user": self.user,
+            "prompt_cache_key": self.prompt_cache_key,
+            "safety_identifier": self.safety_identifier,
+            "reasoning": self.reasoning,
+        }
+        echoed = {name: value for name, value in fields.items() if value is not None}
+        if self.service_tier is not None:
+            echoed["service_tier"] = "default"
+        return echoed
 
     def check(self) -> None:
         """Rules across fields, refused with the field they concern."""

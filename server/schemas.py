@@ -1,60 +1,74 @@
-"""OpenAI wire types for the requests llmedge accepts.
+"""OpenAI wire types for the requests llmedge accepts: chat, completions, embeddings.
 
-Fields llmedge does not implement are refused by name (extra="forbid"), never silently ignored;
-a few that clients send with harmless values (store=false, modalities=["text"]) are accepted at
-those values only.
+Every documented field is honoured, accepted as advisory, or refused by name with what to do
+(server/wire.py; the table is docs/field-policy.md). Unknown top-level fields are refused, as
+OpenAI does; unknown fields inside messages are ignored, as vLLM does.
 """
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from collections.abc import Mapping
+from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from llmedge import ChatMessage, InvalidRequestError, SamplingParams, ToolCall
+from server.wire import LenientModel, Seed, WireModel, advisory, field_error
+
+__all__ = ["WireModel"]
 
 MAX_CHOICES = 8
+# Prompts in one /v1/completions request; with `n`, at most this many generations start.
+MAX_PROMPTS = 16
 # OpenAI's rule for function names; it also keeps names safe inside grammars and prompts.
 FUNCTION_NAME = r"^[a-zA-Z0-9_.-]{1,64}$"
+TokenId = Annotated[int, Field(ge=0)]
+TokenIds = Annotated[list[TokenId], Field(min_length=1)]
+NonEmpty = Annotated[str, Field(min_length=1)]
 
 
-class WireModel(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class TextPart(LenientModel):
+    """A content part; llmedge reads text only."""
 
+    type: str
+    text: str = ""
 
-class TextPart(WireModel):
-    type: Literal["text"]
-    text: str
+    @model_validator(mode="after")
+    def _text_only(self) -> TextPart:
+        if self.type not in ("text", "input_text", "output_text", "refusal"):
+            raise ValueError(
+                f"{self.type!r} parts need a multimodal model, which llmedge does not serve yet; "
+                "send text parts only"
+            )
+        return self
 
 
 Content = str | list[TextPart]
-NonEmpty = Annotated[str, Field(min_length=1)]
 
 
 def content_text(content: Content | None) -> str:
     if isinstance(content, list):
-        return "".join(part.text for part in content)
+        return "".join(part.text for part in content if part.type != "refusal")
     return content or ""
 
 
-class FunctionCall(WireModel):
+class FunctionCall(LenientModel):
     name: str = Field(pattern=FUNCTION_NAME)
     arguments: str
 
 
-class WireToolCall(WireModel):
+class WireToolCall(LenientModel):
     id: str
     type: Literal["function"] = "function"
     function: FunctionCall
 
 
-class WireMessage(WireModel):
+class WireMessage(LenientModel):
     role: Literal["system", "developer", "user", "assistant", "tool"]
     content: Content | None = None
     name: str | None = None
     tool_calls: list[WireToolCall] | None = None
     tool_call_id: str | None = None
-    refusal: None = None
 
     @model_validator(mode="after")
     def _tool_fields_fit_the_role(self) -> WireMessage:
@@ -101,6 +115,7 @@ ToolChoice = Literal["none", "auto", "required"] | NamedToolChoice
 
 class StreamOptions(WireModel):
     include_usage: bool = False
+    include_obfuscation: bool | None = advisory("no obfuscation padding is sent")
 
 
 class JsonSchemaFormat(WireModel):
@@ -156,15 +171,41 @@ class Tuning(WireModel):
         }
 
 
+def parse_logit_bias(raw: dict[str, float] | None) -> tuple[tuple[int, float], ...]:
+    """OpenAI's {"token id": bias} as (id, bias) pairs; the bias is added to the logit."""
+    pairs = []
+    for key, bias in (raw or {}).items():
+        if not key.isdigit():
+            raise ValueError(f'keys are token ids such as "198", not {key!r}')
+        if not -100 <= bias <= 100:
+            raise ValueError(f"biases are between -100 and 100, not {bias}")
+        pairs.append((int(key), float(bias)))
+    return tuple(sorted(pairs))
+
+
 class SamplingFields(Tuning):
     model: str | None = Field(None, description="stored model; the server's default when omitted")
     max_tokens: Annotated[int, Field(ge=1)] | None = None
     stop: str | Annotated[list[str], Field(max_length=4)] | None = None
-    seed: int | None = None
+    seed: Seed | None = None
     stream: bool = False
     stream_options: StreamOptions | None = None
     n: Annotated[int, Field(ge=1, le=MAX_CHOICES)] = 1
-    user: str | None = None
+    logit_bias: dict[str, float] | None = None
+    user: str | None = advisory("an end-user id; llmedge keeps no per-user state")
+
+    @field_validator("logit_bias")
+    @classmethod
+    def _bias_by_token_id(cls, value: dict[str, float] | None) -> dict[str, float] | None:
+        parse_logit_bias(value)
+        return value
+
+    @model_validator(mode="after")
+    def _stream_options_need_stream(self) -> SamplingFields:
+        if self.stream_options is not None and not self.stream:
+            # OpenAI's answer too: the options only shape a stream.
+            raise field_error("stream_options", "only allowed when stream is true")
+        return self
 
     def sampling(self, max_tokens: int | None = None) -> SamplingParams:
         stop = [self.stop] if isinstance(self.stop, str) else (self.stop or [])
@@ -172,6 +213,7 @@ class SamplingFields(Tuning):
             max_tokens=max_tokens or self.max_tokens,
             stop=tuple(stop),
             seed=self.seed,
+            logit_bias=parse_logit_bias(self.logit_bias),
             **self.tuning(),
         )
 
@@ -180,7 +222,25 @@ class SamplingFields(Tuning):
         return bool(self.stream_options and self.stream_options.include_usage)
 
 
-class ChatCompletionRequest(SamplingFields):
+class ServiceHints(WireModel):
+    """OpenAI's hints about how a hosted service should treat a request: none applies here."""
+
+    service_tier: str | None = advisory("there is one tier; answered as 'default'")
+    prompt_cache_key: str | None = advisory("prefixes are cached automatically, per slot")
+    prompt_cache_retention: str | None = advisory("caches live as long as the loaded model")
+    prompt_cache_options: dict[str, Any] | None = advisory("caching is automatic")
+    safety_identifier: str | None = advisory("an end-user id for abuse detection; none runs")
+
+
+class ChatCompletionRequest(SamplingFields, ServiceHints):
+    refused: ClassVar[Mapping[str, str]] = {
+        "audio": "llmedge answers in text only; omit it",
+        "functions": "the functions API is retired; send the same schemas as tools",
+        "function_call": "the functions API is retired; use tool_choice",
+        "web_search_options": "llmedge has no web search; omit it, or give the model a tool",
+        "moderation": "llmedge runs no moderation; omit it",
+    }
+
     messages: list[WireMessage] = Field(min_length=1)
     max_completion_tokens: Annotated[int, Field(ge=1)] | None = None
     logprobs: bool | None = None
@@ -189,11 +249,19 @@ class ChatCompletionRequest(SamplingFields):
     tools: list[ChatTool] | None = None
     tool_choice: ToolChoice | None = None
     parallel_tool_calls: bool | None = None
-    store: Literal[False] | None = None
+    store: bool | None = None
     modalities: list[Literal["text"]] | None = None
+    metadata: dict[str, str] | None = advisory("tags for stored completions; none are stored")
+    reasoning_effort: str | None = advisory("served models do not reason in hidden tokens")
+    verbosity: Literal["low", "medium", "high"] | None = advisory("not a sampling control")
+    prediction: dict[str, Any] | None = advisory("predicted outputs do not speed decoding here")
 
     def check(self) -> None:
         """Rules across fields, refused with the field they concern."""
+        if self.store:
+            raise InvalidRequestError(
+                "store: llmedge keeps no completions; omit it or send false", param="store"
+            )
         if self.top_logprobs and not self.logprobs:
             raise InvalidRequestError("top_logprobs needs logprobs: true", param="top_logprobs")
         if isinstance(self.tool_choice, NamedToolChoice):
@@ -216,12 +284,46 @@ class ChatCompletionRequest(SamplingFields):
         )
 
 
+Prompt = (
+    NonEmpty
+    | Annotated[list[NonEmpty], Field(min_length=1)]
+    | TokenIds
+    | Annotated[list[TokenIds], Field(min_length=1)]
+)
+
+
 class CompletionRequest(SamplingFields):
-    prompt: str = Field(min_length=1)
-    echo: Literal[False] = False
+    prompt: Prompt
+    echo: bool = False
     logprobs: Annotated[int, Field(ge=0, le=5)] | None = None
-    suffix: None = None
     best_of: Literal[1] | None = None
+    refused: ClassVar[Mapping[str, str]] = {
+        "suffix": "llmedge does not fill in the middle; put the text before the gap in prompt",
+    }
+
+    def prompts(self) -> list[str | list[int]]:
+        """Each prompt of the request: text, or token ids."""
+        return items_of(self.prompt)
+
+    def check(self) -> None:
+        prompts = self.prompts()
+        if len(prompts) * self.n > MAX_PROMPTS:
+            raise InvalidRequestError(
+                f"prompt: {len(prompts)} prompts with n={self.n} would start more than "
+                f"{MAX_PROMPTS} generations; send fewer prompts per request",
+                param="prompt",
+            )
+        if self.echo and self.logprobs is not None:
+            raise InvalidRequestError(
+                "echo with logprobs would need the prompt's log-probabilities, which llmedge "
+                "does not compute; ask for one of them",
+                param="echo",
+            )
+        if self.echo and any(not isinstance(p, str) for p in prompts):
+            raise InvalidRequestError(
+                "echo: token-id prompts cannot be echoed as text; send the prompt as text",
+                param="echo",
+            )
 
     def params(self) -> SamplingParams:
         params = self.sampling()
@@ -232,12 +334,32 @@ class CompletionRequest(SamplingFields):
         )
 
 
+EmbeddingInput = (
+    NonEmpty
+    | Annotated[list[NonEmpty], Field(min_length=1, max_length=2048)]
+    | TokenIds
+    | Annotated[list[TokenIds], Field(min_length=1, max_length=2048)]
+)
+
+
+def items_of(value: str | list[str] | list[int] | list[list[int]]) -> list[str | list[int]]:
+    """A prompt or input field as its items: one text, several, one token-id list, several."""
+    if isinstance(value, str):
+        return [value]
+    items: list[str | list[int]] = []
+    for item in value:
+        if isinstance(item, int):  # the whole field is one token-id list
+            return [[int(token) for token in value if isinstance(token, int)]]
+        items.append(item)
+    return items
+
+
 class EmbeddingRequest(WireModel):
-    input: NonEmpty | Annotated[list[NonEmpty], Field(min_length=1, max_length=2048)]
+    input: EmbeddingInput
     model: str | None = None
     encoding_format: Literal["float", "base64"] = "float"
     dimensions: Annotated[int, Field(ge=1)] | None = None
-    user: str | None = None
+    user: str | None = advisory("an end-user id; llmedge keeps no per-user state")
 
 
 def error_body(message: str, type_: str, param: str | None, code: str | None) -> dict[str, Any]:

@@ -3,19 +3,23 @@ ends: finished, failed, or the client gone, even before the first byte was sent.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Protocol
 
 from fastapi.responses import StreamingResponse
 from sse_starlette import EventSourceResponse
 from starlette.types import Receive, Scope, Send
 
-from server.chat_runner import ChoiceRun
+
+class Run(Protocol):
+    """What an answer's generations are (a `ChoiceRun`, or several): they can be stopped."""
+
+    def cancel(self) -> None: ...
 
 
 class RunEvents(EventSourceResponse):
-    """Server-sent events over a `ChoiceRun`."""
+    """Server-sent events over a run."""
 
-    def __init__(self, content: Any, run: ChoiceRun, **kwargs: Any) -> None:
+    def __init__(self, content: Any, run: Run, **kwargs: Any) -> None:
         super().__init__(content, **kwargs)
         self._run = run
 
@@ -27,9 +31,9 @@ class RunEvents(EventSourceResponse):
 
 
 class RunLines(StreamingResponse):
-    """Newline-delimited JSON over a `ChoiceRun` (the Ollama API)."""
+    """Newline-delimited JSON over a run (the Ollama API)."""
 
-    def __init__(self, content: Any, run: ChoiceRun, media_type: str) -> None:
+    def __init__(self, content: Any, run: Run, media_type: str) -> None:
         super().__init__(content, media_type=media_type)
         self._run = run
 

@@ -108,12 +108,66 @@ def test_errors_arrive_as_ollama_errors(client: ollama.Client) -> None:
     with pytest.raises(ollama.ResponseError) as missing:
         client.chat(model="no-such-model", messages=HI)
     assert missing.value.status_code == 404 and "not in the store" in missing.value.error
-    with pytest.raises(ollama.ResponseError) as load_time:
-        client.chat(model=MODEL, messages=HI, options={"num_ctx": 1024})
-    assert load_time.value.status_code == 400 and "--ctx" in load_time.value.error
+    with pytest.raises(ollama.ResponseError) as too_big:
+        client.chat(model=MODEL, messages=HI, options={"num_ctx": 1 << 20})
+    assert too_big.value.status_code == 400 and "--ctx 1048576" in too_big.value.error
     with pytest.raises(ollama.ResponseError) as unknown:
         client.chat(model=MODEL, messages=HI, options={"mirostat": 1})
     assert unknown.value.status_code == 400 and "mirostat" in unknown.value.error
+    with pytest.raises(ollama.ResponseError) as images:
+        client.chat(model=MODEL, messages=[{**HI[0], "images": ["aGk="]}])
+    assert images.value.status_code == 400 and "images" in images.value.error
+
+
+def test_num_ctx_up_to_the_loaded_context_holds_the_prompt_to_it(client: ollama.Client) -> None:
+    long = [{"role": "user", "content": "word " * 300}]
+    assert client.chat(model=MODEL, messages=long, options={**GREEDY, "num_ctx": 4096}).done
+    with pytest.raises(ollama.ResponseError) as cut:
+        client.chat(model=MODEL, messages=long, options={**GREEDY, "num_ctx": 64})
+    assert cut.value.status_code == 400 and "64" in cut.value.error
+    room = client.generate(
+        model=MODEL, prompt="1, 2, 3,", raw=True, options={"num_ctx": 12, "num_predict": 100}
+    )
+    assert room.prompt_eval_count and room.eval_count
+    assert room.prompt_eval_count + room.eval_count <= 12 and room.done_reason == "length"
+
+
+def test_what_clients_add_is_accepted(host: str) -> None:
+    """litellm's `images: []`, LangChain's all-null options, fields Ollama clients keep in
+    messages, `name` for `model`, and bodies sent without a JSON content type."""
+    message = {"role": "user", "content": "Hi", "images": [], "id": "m1", "thinking": None}
+    options = {"num_ctx": None, "mirostat": None, "temperature": None, "num_predict": 2}
+    body = {"model": MODEL, "messages": [message], "options": options, "stream": False}
+    raw = json.dumps(body).encode()
+    for headers in ({}, {"content-type": "application/x-www-form-urlencoded"}):
+        answer = httpx.post(f"{host}/api/chat", content=raw, headers=headers, timeout=60)
+        assert answer.status_code == 200 and answer.json()["done"], answer.text
+    generate = {"model": MODEL, "prompt": "Hi", "images": None, "stream": False,
+                "options": {"num_predict": 2}}  # fmt: skip
+    answer = httpx.post(f"{host}/api/generate", content=json.dumps(generate).encode(), timeout=60)
+    assert answer.status_code == 200 and answer.json()["response"] is not None
+    shown = httpx.post(f"{host}/api/show", content=json.dumps({"name": MODEL}).encode())
+    assert shown.status_code == 200 and shown.json()["details"]["family"] == "llama"
+    assert httpx.post(f"{host}/api/pull", json={"name": MODEL, "stream": False}).json() == {
+        "status": "success"
+    }
+    assert httpx.head(f"{host}/").status_code == 200
+    assert httpx.head(f"{host}/api/version").status_code == 200
+
+
+def test_embed_truncates_to_the_context_unless_told_not_to(host: str) -> None:
+    long = "word " * 6000  # past the 4096-token context
+    cut = httpx.post(f"{host}/api/embed", json={"model": MODEL, "input": long}, timeout=120)
+    assert cut.status_code == 200 and cut.json()["prompt_eval_count"] == 4096
+    refused = httpx.post(
+        f"{host}/api/embed", json={"model": MODEL, "input": long, "truncate": False}
+    )
+    assert refused.status_code == 400 and "context" in refused.json()["error"]
+    small = httpx.post(
+        f"{host}/api/embed",
+        json={"model": MODEL, "input": long, "options": {"num_ctx": 16}},
+    )
+    assert small.status_code == 200 and small.json()["prompt_eval_count"] == 16
 
 
 # --- tool calls, scripted: Ollama's chat format for calls, arguments as objects ------------

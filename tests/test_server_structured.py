@@ -145,7 +145,7 @@ def test_completions_report_legacy_logprobs(client: openai.OpenAI) -> None:
         ({"max_tokens": 100_000}, "max_tokens"),
         ({"functions": [{"name": "f"}]}, "functions"),
         ({"audio": {"voice": "alloy"}}, "audio"),
-        ({"logit_bias": {"1": 5}}, "logit_bias"),
+        ({"logit_bias": {"one": 5}}, "logit_bias"),
         ({"top_logprobs": 2}, "top_logprobs"),
         ({"tool_choice": "required"}, "tool_choice"),
         ({"n": 99}, "n"),

@@ -123,3 +123,55 @@ def test_llama3_json_is_a_call_only_as_the_whole_message() -> None:
     prose = _parse('{"answer": 42}', whole=True)
     assert prose.calls == [] and prose.content == '{"answer": 42}'
     assert _parse(LLAMA3, whole=False).calls == []  # other formats never read bare JSON
+
+
+# --- a generation cut by the token limit; repeats when calls are forced -------------------
+
+
+def _finished(text: str, cut: bool, whole: bool = False, **options: bool) -> ParseStep:
+    counter = _ids()
+    parser = ToolCallParser(NAMES, lambda: f"call_{next(counter)}", whole, **options)
+    step = parser.feed(text)
+    step.extend(parser.finish(cut=cut))
+    return step
+
+
+CALL = '<tool_call>\n{"name": "add", "arguments": {"a": 1}}\n</tool_call>'
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        '<tool_call>\n{"name": "add", "argu',
+        CALL + '\n<tool_call>\n{"name": "get_weather", "arguments": {"ci',
+        CALL + "\n<tool_",
+    ],
+)
+def test_half_a_call_cut_by_the_limit_is_neither_a_call_nor_text(text: str) -> None:
+    cut = _finished(text, cut=True)
+    assert cut.content.strip() == "" and _calls(cut) == _calls(_parse(text.split("\n<")[0]))
+    assert "<tool" in _finished(text, cut=False).content  # a model that just stopped keeps it
+
+
+def test_a_whole_message_call_cut_by_the_limit_is_dropped() -> None:
+    text = '{"name": "add", "parameters": {"a": '
+    assert _finished(text, cut=True, whole=True) == ParseStep()
+    assert _finished(text, cut=False, whole=True).content == text
+
+
+def test_a_call_whose_end_marker_was_cut_still_counts() -> None:
+    text = '<tool_call>\n{"name": "add", "arguments": {"a": 1}}\n'
+    assert _calls(_finished(text, cut=True)) == [("add", {"a": 1})]
+
+
+def test_forced_calls_drop_identical_repeats_and_by_default_a_second_call_per_tool() -> None:
+    other = '<tool_call>\n{"name": "add", "arguments": {"a": 2}}\n</tool_call>'
+    weather = '<tool_call>\n{"name": "get_weather", "arguments": {"city": "Oslo"}}\n</tool_call>'
+    text = "\n".join([CALL, CALL, other, weather, CALL])
+    assert len(_parse(text).calls) == 5  # not forced: every call the model wrote
+    unique = _calls(_finished(text, cut=False, unique=True))
+    assert unique == [("add", {"a": 1}), ("add", {"a": 2}), ("get_weather", {"city": "Oslo"})]
+    once = _calls(_finished(text, cut=False, one_per_tool=True))
+    assert once == [("add", {"a": 1}), ("get_weather", {"city": "Oslo"})]
+    spaced = CALL + "\n" + CALL.replace('{"a": 1}', '{ "a" :1 }')
+    assert len(_finished(spaced, cut=False, unique=True).calls) == 1  # same arguments as JSON

@@ -84,8 +84,9 @@ class LoadedModel(Protocol):
         here, before anything is written."""
         ...
 
-    def embed(self, texts: Sequence[str]) -> tuple[list[list[float]], int]:
-        """Normalised embedding vectors of the texts, and the tokens they took."""
+    def embed(self, texts: Sequence[str | Sequence[int]]) -> tuple[list[list[float]], int]:
+        """Normalised embedding vectors of the texts (or token-id lists, used as they are),
+        and the tokens they took."""
         ...
 
     def counters(self) -> Mapping[str, float]:

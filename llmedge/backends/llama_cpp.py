@@ -154,7 +154,7 @@ class LlamaCppModel:
     def counters(self) -> Mapping[str, float]:
         return dict(self._scheduler.counters)
 
-    def embed(self, texts: Sequence[str]) -> tuple[list[list[float]], int]:
+    def embed(self, texts: Sequence[str | Sequence[int]]) -> tuple[list[list[float]], int]:
         """Mean-pooled, L2-normalised embeddings, one text at a time on a separate context."""
         lib = self._lib
         with self._embed_lock:
@@ -164,7 +164,7 @@ class LlamaCppModel:
             n_embd = lib.llama_model_n_embd(self._model)
             vectors, total = [], 0
             for text in texts:
-                tokens = self.tokenize(text)
+                tokens = self.tokenize(text) if isinstance(text, str) else list(text)
                 if len(tokens) > self._ctx_tokens:
                     raise ContextLengthExceededError(len(tokens), self._ctx_tokens, param="input")
                 total += len(tokens)

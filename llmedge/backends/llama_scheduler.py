@@ -19,7 +19,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from llmedge.backends.base import GenerationSink
@@ -332,8 +332,9 @@ class BatchScheduler:
         # answer unless a stop string really ended it.
         tail = "" if hit_stop else request.stops.flush() + request.decoder.decode(b"", final=True)
         peak = self._peak_memory()
+        final = request.chunk(tail, finish=reason, peak_memory_bytes=peak)
         self._release(slot)
-        request.job.put(request.chunk(tail, finish=reason, peak_memory_bytes=peak))
+        request.job.put(replace(final, stop_sequence=request.stops.matched))
 
     def _fail(self, slot: _Slot, error: BaseException) -> None:
         request = slot.request

@@ -224,6 +224,8 @@ class MlcModel:
         }
         if params.seed is not None:
             body["seed"] = params.seed
+        if params.logit_bias:
+            body["logit_bias"] = {str(token): bias for token, bias in params.logit_bias}
         return self._stream(body, len(prompt_tokens), StopMatcher(params.stop), cancel)
 
     def _open(self, body: dict[str, Any]) -> Any:
@@ -283,7 +285,7 @@ class MlcModel:
             tokens_per_s=generated / elapsed if generated > 1 and elapsed > 0 else None,
         )
 
-    def embed(self, texts: Sequence[str]) -> tuple[list[list[float]], int]:
+    def embed(self, texts: Sequence[str | Sequence[int]]) -> tuple[list[list[float]], int]:
         raise InvalidRequestError(
             "the MLC backend does not make embeddings; use a GGUF model on llama.cpp"
         )

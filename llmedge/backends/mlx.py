@@ -132,6 +132,7 @@ class MlxModel:
             repetition_penalty=params.repeat_penalty if params.repeat_penalty != 1.0 else None,
             presence_penalty=params.presence_penalty or None,
             frequency_penalty=params.frequency_penalty or None,
+            logit_bias=dict(params.logit_bias) or None,
         )
         stops = StopMatcher(params.stop)
         started = time.perf_counter()
@@ -141,7 +142,7 @@ class MlxModel:
         last: Any = None
         with self._lock:
             if params.seed is not None:
-                mx.random.seed(params.seed)
+                mx.random.seed(params.seed & 0xFFFFFFFFFFFFFFFF)  # it takes unsigned 64 bits
             responses = self._stream_generate(
                 self._model,
                 self._tokenizer,
@@ -207,7 +208,7 @@ class MlxModel:
             alternatives = tuple((self._tokenizer.decode([i]), values[i].item()) for i in best)
         return TokenLogprob(piece, values[token].item(), tuple(piece.encode()), alternatives)
 
-    def embed(self, texts: Sequence[str]) -> tuple[list[list[float]], int]:
+    def embed(self, texts: Sequence[str | Sequence[int]]) -> tuple[list[list[float]], int]:
         """Mean-pooled, L2-normalised final hidden states."""
         inner = getattr(self._model, "model", None)
         if inner is None:
@@ -215,7 +216,7 @@ class MlxModel:
         vectors, total = [], 0
         with self._lock:
             for text in texts:
-                tokens = self.tokenize(text)
+                tokens = self.tokenize(text) if isinstance(text, str) else list(text)
                 if len(tokens) > self._ctx:
                     raise ContextLengthExceededError(len(tokens), self._ctx)
                 total += len(tokens)

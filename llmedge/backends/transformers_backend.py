@@ -305,13 +305,13 @@ class TransformersModel:
             return int(self._torch.cuda.max_memory_allocated())
         return peak_rss_bytes()
 
-    def embed(self, texts: Sequence[str]) -> tuple[list[list[float]], int]:
+    def embed(self, texts: Sequence[str | Sequence[int]]) -> tuple[list[list[float]], int]:
         """Mean-pooled, L2-normalised last hidden states, one text at a time."""
         torch = self._torch
         vectors, total = [], 0
         with self._lock, torch.inference_mode():
             for text in texts:
-                tokens = self.tokenize(text)
+                tokens = self.tokenize(text) if isinstance(text, str) else list(text)
                 if len(tokens) > self._ctx_tokens:
                     raise ContextLengthExceededError(len(tokens), self._ctx_tokens)
                 total += len(tokens)

@@ -52,6 +52,10 @@ def sample_token(
     import torch
 
     logits = _penalize(logits.float(), params, history)
+    if params.logit_bias:
+        ids = torch.tensor([token for token, _ in params.logit_bias], device=logits.device)
+        biases = torch.tensor([bias for _, bias in params.logit_bias], device=logits.device)
+        logits = logits.index_add(0, ids, biases)
     if params.temperature <= 0:
         return int(torch.argmax(logits))
     if 0 < params.top_k < logits.shape[-1]:

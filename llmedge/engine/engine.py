@@ -37,6 +37,19 @@ class GenerationObserver(Protocol):
     def generation_finished(self, last: GenerationChunk | None) -> None: ...
 
 
+def check_token_ids(manifest: Manifest, tokens: Sequence[int], param: str) -> None:
+    """Refuse token ids the model's vocabulary does not have (llama.cpp would read past it)."""
+    facts = manifest.facts
+    vocab = facts.vocab_size if facts and facts.vocab_size else None
+    for token in tokens:
+        if token < 0 or (vocab is not None and token >= vocab):
+            ids = f"0 to {vocab - 1}" if vocab else "0 and up"
+            raise InvalidRequestError(
+                f"{param}: token id {token} is not in the model's vocabulary (ids {ids})",
+                param=param,
+            )
+
+
 class Engine:
     """Loads models from the store and streams their generations.
 
@@ -161,7 +174,7 @@ class Engine:
         lease = model if isinstance(model, Lease) else self.lease(model)
         try:
             text = lease.model.render_chat(messages, tools)
-            return self._prepare(lease, tuple(lease.model.tokenize(text)), params)
+            return self._prepare(lease, lease.model.tokenize(text), params)
         except BaseException:
             lease.release()
             raise
@@ -172,16 +185,30 @@ class Engine:
         """A raw prompt, tokenized, ready to generate from (the lease as in `prepare_chat`)."""
         lease = model if isinstance(model, Lease) else self.lease(model)
         try:
-            return self._prepare(lease, tuple(lease.model.tokenize(prompt)), params)
+            return self._prepare(lease, lease.model.tokenize(prompt), params)
+        except BaseException:
+            lease.release()
+            raise
+
+    def prepare_tokens(
+        self, model: str | Lease | None, tokens: Sequence[int], params: SamplingParams
+    ) -> PreparedPrompt:
+        """A prompt given as token ids, used as they are (no BOS is added)."""
+        lease = model if isinstance(model, Lease) else self.lease(model)
+        try:
+            check_token_ids(lease.manifest, tokens, "prompt")
+            return self._prepare(lease, tokens, params)
         except BaseException:
             lease.release()
             raise
 
     def _prepare(
-        self, lease: Lease, tokens: tuple[int, ...], params: SamplingParams
+        self, lease: Lease, prompt: Sequence[int], params: SamplingParams
     ) -> PreparedPrompt:
+        tokens = tuple(prompt)
         if not tokens:
             raise InvalidRequestError("the prompt is empty", param="prompt")
+        check_token_ids(lease.manifest, [token for token, _ in params.logit_bias], "logit_bias")
         ctx = lease.model.ctx_tokens
         if len(tokens) >= ctx:
             raise ContextLengthExceededError(len(tokens), ctx)
@@ -192,13 +219,32 @@ class Engine:
         return PreparedPrompt(lease, tokens, params)
 
     def embed(
-        self, name: str | None, texts: Sequence[str], keep_alive_s: float | None = None
+        self,
+        name: str | None,
+        inputs: Sequence[str | Sequence[int]],
+        truncate: bool = False,
+        ctx_tokens: int | None = None,
+        keep_alive_s: float | None = None,
     ) -> tuple[list[list[float]], int]:
-        """Embedding vectors for `texts` from the model `name` names, and the tokens used."""
-        if not texts or any(not text for text in texts):
+        """Embedding vectors for `inputs` (texts or token ids) from the model `name` names, and
+        the tokens used. An input longer than the context (or `ctx_tokens`, when smaller) is
+        refused, or with `truncate` cut to its first tokens (as Ollama does)."""
+        if not inputs or any(len(item) == 0 for item in inputs):
             raise InvalidRequestError("there is an empty input to embed", param="input")
         with self.lease(name, keep_alive_s) as lease:  # loaded until the vectors are made
-            return lease.model.embed(texts)
+            model = lease.model
+            plain = ctx_tokens is None and all(isinstance(item, str) for item in inputs)
+            if plain and not truncate:
+                return model.embed(inputs)
+            ctx = min(model.ctx_tokens, ctx_tokens or model.ctx_tokens)
+            token_lists = []
+            for item in inputs:
+                tokens = model.tokenize(item) if isinstance(item, str) else list(item)
+                check_token_ids(lease.manifest, tokens, "input")
+                if len(tokens) > ctx and not truncate:
+                    raise ContextLengthExceededError(len(tokens), ctx, param="input")
+                token_lists.append(tokens[:ctx])
+            return model.embed(token_lists)
 
     # --- generation ----------------------------------------------------------------------
 

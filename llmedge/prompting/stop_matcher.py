@@ -11,11 +11,13 @@ class StopMatcher:
     def __init__(self, stops: Sequence[str]) -> None:
         self.stops = [s for s in stops if s]
         self._held = ""
+        self.matched: str | None = None  # the stop string that ended the text, once one has
 
     def feed(self, text: str) -> tuple[str, bool]:
         buffer = self._held + text
-        first = min((i for i in (buffer.find(s) for s in self.stops) if i >= 0), default=-1)
-        if first >= 0:
+        hits = [(at, s) for s in self.stops if (at := buffer.find(s)) >= 0]
+        if hits:
+            first, self.matched = min(hits, key=lambda hit: hit[0])
             self._held = ""
             return buffer[:first], True
         keep = self._partial_suffix(buffer)

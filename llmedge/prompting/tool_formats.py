@@ -143,10 +143,14 @@ def _rule_name(name: str) -> str:
 
 
 def forced_call_grammar(
-    fmt: ToolFormat, tools: Sequence[Mapping[str, Any]], parallel: bool = False
+    fmt: ToolFormat,
+    tools: Sequence[Mapping[str, Any]],
+    parallel: bool = False,
+    max_calls: int | None = None,
 ) -> str:
     """A grammar that lets the model write only tool calls, in its own format, to these tools,
-    with arguments valid under each tool's parameter schema."""
+    with arguments valid under each tool's parameter schema: one call, or with `parallel` up to
+    `max_calls` (None: any number)."""
     if not tools:
         raise InvalidRequestError("a tool call was required but no tools were given", param="tools")
     builder = GrammarBuilder()
@@ -167,9 +171,12 @@ def forced_call_grammar(
     call = builder.add_rule("call", " | ".join(calls))
     if fmt.style == "llama3":
         return builder.build(call)
+    more = "*" if max_calls is None else f"{{0,{max_calls - 1}}}"
     if fmt.style == "phi":
-        more = ' ("," " "? call)*' if parallel else ""
-        return builder.build(f'"<|tool_call|>[" call{more} "]<|/tool_call|>"')
+        tail = f' ("," " "? call){more}' if parallel and max_calls != 1 else ""
+        return builder.build(f'"<|tool_call|>[" call{tail} "]<|/tool_call|>"')
     # hermes, and gemma, whose documented python-call style is not forced: the JSON form is.
     block = builder.add_rule("block", '"<tool_call>\\n" call "\\n</tool_call>"')
-    return builder.build(f'{block} ("\\n" {block})*' if parallel else block)
+    if not parallel or max_calls == 1:
+        return builder.build(block)
+    return builder.build(f'{block} ("\\n" {block}){more}')

@@ -2,7 +2,9 @@
 
 Text outside a call streams on at once, except a tail that might be the start of a call marker;
 a call is reported once its block is complete. A block that does not hold a valid call to a known
-tool is given back as plain text, so nothing the model wrote is lost.
+tool is given back as plain text, so nothing the model wrote is lost — except when the token
+limit cut it off (`finish(cut=True)`): half a call is neither a call nor an answer, so it is
+dropped. When calls were forced, repeats are dropped too (`unique`, `one_per_tool`).
 """
 
 from __future__ import annotations
@@ -111,10 +113,16 @@ class ToolCallParser:
         tool_names: Collection[str],
         new_id: Callable[[], str],
         whole_message_json: bool = False,
+        unique: bool = False,
+        one_per_tool: bool = False,
     ) -> None:
         self._names = set(tool_names)
         self._new_id = new_id
         self._whole = whole_message_json
+        self._unique = unique or one_per_tool
+        self._one_per_tool = one_per_tool
+        self._seen: set[tuple[str, str]] = set()
+        self._called: set[str] = set()
         self._buffer = ""
         self._block: tuple[str, str, str] | None = None
         self._seen_text = False
@@ -154,8 +162,11 @@ class ToolCallParser:
             self._buffer = self._buffer[len(self._buffer) - keep :]
             return step
 
-    def finish(self) -> ParseStep:
-        """The rest, at the end of generation: an unclosed block is read as if closed."""
+    def finish(self, cut: bool = False) -> ParseStep:
+        """The rest, at the end of generation: an unclosed block is read as if closed.
+
+        `cut`: the token limit ended the generation, so what is unfinished (a block that does not
+        parse, a tail that may begin a marker) was cut off mid-call and is dropped."""
         step = ParseStep()
         buffer, self._buffer = self._buffer, ""
         if self._holding_message:
@@ -164,13 +175,15 @@ class ToolCallParser:
             calls = self._known(_json_calls(body))
             if calls is not None:
                 step.calls.extend(calls)
-            else:
+            elif not cut:
                 step.extend(self._text(buffer))
         elif self._block is not None:
             start, _, kind = self._block
             self._block = None
-            step.extend(self._close(start, buffer, "", kind))
-        else:
+            closed = self._close(start, buffer, "", kind)
+            if closed.calls or not cut:
+                step.extend(closed)
+        elif not cut or not self._partial_marker_of(buffer):
             step.extend(self._text(buffer))
         return step
 
@@ -182,7 +195,17 @@ class ToolCallParser:
     def _known(self, calls: list[tuple[str, str]] | None) -> list[ToolCall] | None:
         if calls is None or (self._names and any(name not in self._names for name, _ in calls)):
             return None
-        return [ToolCall(self._new_id(), name, args) for name, args in calls]
+        kept = []
+        for name, args in calls:
+            key = (name, json.dumps(json.loads(args), sort_keys=True))
+            if (self._unique and key in self._seen) or (
+                self._one_per_tool and name in self._called
+            ):
+                continue  # a repeat: the call is already made
+            self._seen.add(key)
+            self._called.add(name)
+            kept.append(ToolCall(self._new_id(), name, args))
+        return kept
 
     def _close(self, start: str, body: str, end: str, kind: str) -> ParseStep:
         self._block = None
@@ -194,11 +217,15 @@ class ToolCallParser:
         return ParseStep(calls=calls)
 
     def _partial_marker(self) -> int:
-        """Length of the longest end of the buffer that could begin a block marker."""
+        return self._partial_marker_of(self._buffer)
+
+    @staticmethod
+    def _partial_marker_of(text: str) -> int:
+        """Length of the longest end of `text` that could begin a block marker."""
         longest = 0
         for start, _, _ in _BLOCKS:
-            for n in range(min(len(start) - 1, len(self._buffer)), longest, -1):
-                if self._buffer.endswith(start[:n]):
+            for n in range(min(len(start) - 1, len(text)), longest, -1):
+                if text.endswith(start[:n]):
                     longest = n
                     break
         return longest
