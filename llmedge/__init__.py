@@ -37,9 +37,9 @@ if TYPE_CHECKING:
     from llmedge.cards import ModelCard, all_cards, find_card
     from llmedge.engine import Engine, GenerationStream, LoadedEntry, PreparedPrompt
     from llmedge.gguf import ModelFacts
-    from llmedge.hub import ensure_model, pull
+    from llmedge.hub import ensure_model, pull, pull_or_update
     from llmedge.settings import Settings
-    from llmedge.store import Manifest, ModelRef, Store
+    from llmedge.store import Manifest, ModelDefaults, ModelRef, Store
 
 __version__ = "0.1.0"
 
@@ -55,8 +55,10 @@ _LAZY = {
     "ModelFacts": "llmedge.gguf",
     "ensure_model": "llmedge.hub",
     "pull": "llmedge.hub",
+    "pull_or_update": "llmedge.hub",
     "Settings": "llmedge.settings",
     "Manifest": "llmedge.store",
+    "ModelDefaults": "llmedge.store",
     "ModelRef": "llmedge.store",
     "Store": "llmedge.store",
 }
@@ -90,6 +92,7 @@ __all__ = [
     "LoadedEntry",
     "Manifest",
     "ModelCard",
+    "ModelDefaults",
     "ModelFacts",
     "ModelNotFoundError",
     "ModelRef",
@@ -105,4 +108,5 @@ __all__ = [
     "ensure_model",
     "find_card",
     "pull",
+    "pull_or_update",
 ]

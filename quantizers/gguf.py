@@ -128,7 +128,7 @@ def quantize_stored(
                 eval_text=EVAL_TEXT_NAME,
             )
         origin = {"kind": "quantize", "from": source.ref, "from_sha256": source.sha256}
-        origin.update({k: v for k, v in source.source.items() if k in ("repo", "revision")})
+        origin.update({k: v for k, v in source.source.items() if k in ("repo", "revision", "ref")})
         return store_built_file(store, out, ModelRef(source.name, quant), origin, report)
 
 

@@ -101,6 +101,7 @@ class FakeHub:
         self.repos: dict[str, Repo] = {}
         self.faults: dict[str, Faults] = {}  # by sha256
         self.requests: list[Request] = []
+        self.served_bytes = 0  # file bytes the CDN sent, for tests that count a download
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), _handler_for(self))
         self._server.daemon_threads = True
         self.port = self._server.server_address[1]
@@ -309,6 +310,7 @@ def _handler_for(hub: FakeHub) -> type[BaseHTTPRequestHandler]:
                     self.wfile.write(chunk)
                 except (BrokenPipeError, ConnectionResetError):
                     return
+                hub.served_bytes += len(chunk)
                 position += len(chunk)
 
     return Handler

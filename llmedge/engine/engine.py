@@ -177,9 +177,10 @@ class Engine:
         messages: Sequence[ChatMessage],
         params: SamplingParams,
         tools: Sequence[dict[str, Any]] | None = None,
+        template: str | None = None,
     ) -> PreparedPrompt:
         entry = self.load(name)
-        return self._prepare(entry, entry.model.render_chat(messages, tools), params)
+        return self._prepare(entry, entry.model.render_chat(messages, tools, template), params)
 
     def prepare_text(self, name: str | None, prompt: str, params: SamplingParams) -> PreparedPrompt:
         return self._prepare(self.load(name), prompt, params)
