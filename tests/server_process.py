@@ -15,6 +15,7 @@ from typing import IO
 
 import httpx
 
+CHECKOUT = Path(__file__).resolve().parent.parent
 READY = re.compile(r"llmedge serving (\S+) at (http://\S+)/v1")
 
 
@@ -50,11 +51,15 @@ def running_server(
     env: Mapping[str, str] | None = None,
     output: ServerOutput | None = None,
     preexec_fn: object = None,
+    cwd: Path | None = None,
 ) -> Iterator[str]:
     """Yields the server's base URL (ending in /v1) once /health answers; `env` adds to the
     environment it starts with, `output` collects what it prints, `preexec_fn` runs in the
-    child before it starts (e.g. to set resource limits)."""
+    child before it starts (e.g. to set resource limits), `cwd` is its working folder (this
+    checkout stays first on its import path)."""
     env = {**os.environ, **(env or {}), "LLMEDGE_HOME": str(home), "PYTHONUNBUFFERED": "1"}
+    if cwd is not None:
+        env["PYTHONPATH"] = os.pathsep.join([str(CHECKOUT), env.get("PYTHONPATH", "")])
     command = [sys.executable, "-m", "llmedge.cli", "serve", "--port", "0", *args]
     process = subprocess.Popen(
         command,
@@ -63,6 +68,7 @@ def running_server(
         stderr=subprocess.STDOUT,
         text=True,
         preexec_fn=preexec_fn,  # type: ignore[arg-type]
+        cwd=cwd,
     )
     try:
         assert process.stdout is not None

@@ -13,12 +13,10 @@ from typing import Any
 import numpy as np
 
 
-def split_gguf(
-    source: Path, out: Path, max_tensors_per_part: int, *, nudge_last_tensor: bool = False
-) -> list[Path]:
-    """Write `source` as `<out stem>-0000i-of-0000N.gguf`; returns the parts in order. With
-    `nudge_last_tensor`, one byte of the last tensor differs: a valid model whose last part
-    alone has new bytes (an update that changes one blob)."""
+def split_gguf(source: Path, out: Path, max_tensors_per_part: int, *, nudge: int = 0) -> list[Path]:
+    """Write `source` as `<out stem>-0000i-of-0000N.gguf`; returns the parts in order. With a
+    `nudge` (1-255), the first byte of the last tensor is xor-ed with it: a valid model whose
+    last part alone has new bytes (an update that changes one blob)."""
     import gguf
 
     reader = gguf.GGUFReader(source)
@@ -33,9 +31,9 @@ def split_gguf(
     last = len(reader.tensors) - 1
     for i, tensor in enumerate(reader.tensors):
         data: Any = tensor.data
-        if nudge_last_tensor and i == last:
+        if nudge and i == last:
             data = np.array(data, copy=True)
-            data.view(np.uint8).reshape(-1)[0] ^= 1
+            data.view(np.uint8).reshape(-1)[0] ^= nudge
         writer.add_tensor(tensor.name, data, raw_shape=data.shape, raw_dtype=tensor.tensor_type)
     writer.write_header_to_file()
     writer.write_kv_data_to_file()

@@ -132,10 +132,10 @@ def test_pull_by_card_name_and_quant_flag(
     assert "smollm2-135m has no q7_k quantization; available: q2_k" in unknown.stderr
 
 
-def test_the_headline_pull_asks_microsofts_repo_first(env: dict[str, str]) -> None:
+def test_the_headline_pull_asks_for_the_june_phi3_weights(env: dict[str, str]) -> None:
     done = run_llmedge(env, "pull", "phi-3-mini", "--q4_k_m")
     assert done.returncode == 1
-    assert "microsoft/Phi-3-mini-4k-instruct-gguf" in done.stderr
+    assert "bartowski/Phi-3.1-mini-4k-instruct-GGUF" in done.stderr
     assert "no such repository" in done.stderr
 
 

@@ -246,9 +246,9 @@ def _defaults_rows(m: Manifest) -> list[tuple[str, str]]:
     d = m.defaults
     if d is None:
         return []
-    rows = [("system", d.system)] if d.system else []
+    rows = [("system prompt", d.system)] if d.system else []
     if d.parameters:
-        rows.append(("parameters", ", ".join(f"{k}={v}" for k, v in d.parameters.items())))
+        rows.append(("sampling", ", ".join(f"{k}={v}" for k, v in d.parameters.items())))
     if d.template:
         rows.append(("template", "its own (`llmedge show --template` prints it)"))
     return rows
