@@ -194,12 +194,12 @@ class _Progress:
     def _put(self, item: dict[str, Any] | None) -> None:
         self._loop.call_soon_threadsafe(self._queue.put_nowait, item)
 
-    def begin(self, label: str, total_bytes: int | None, done_bytes: int = 0) -> None:
-        self._label, self._total, self._done = label, total_bytes or 0, done_bytes
+    def begin(self, label: str, total: int | None, done: int = 0, unit: str = "bytes") -> None:
+        self._label, self._total, self._done = label, total or 0, done
         self._status()
 
-    def advance(self, n_bytes: int) -> None:
-        self._done += n_bytes
+    def advance(self, n: int) -> None:
+        self._done += n
         if time.monotonic() - self._sent_at > 0.25:
             self._status()
 

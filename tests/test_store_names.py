@@ -209,3 +209,43 @@ def test_a_move_cut_short_is_finished_by_the_next_open(store: Store, tmp_path: P
     reopened = Store(store.root)
     assert len(reopened.history("a", "b")) == 1
     assert not (store.root / "history").exists()
+
+
+@pytest.mark.e2e
+def test_a_damaged_store_still_lists_and_serves_the_good_model(
+    store: Store, llmedge_home: Path, smollm2_gguf: Path
+) -> None:
+    import os
+    import subprocess
+    import sys
+
+    import httpx
+    from server_process import running_server
+
+    from llmedge.hub import pull
+
+    good = pull(store, str(smollm2_gguf), name="good")
+    mutate(store, good)
+    env = {**os.environ, "LLMEDGE_HOME": str(llmedge_home), "COLUMNS": "200"}
+
+    def llmedge(*args: str) -> subprocess.CompletedProcess[str]:
+        command = [sys.executable, "-m", "llmedge.cli", *args]
+        return subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
+
+    listed = llmedge("list")
+    assert listed.returncode == 0 and "good:q4_1" in listed.stdout, listed.stderr
+    assert "warning: skipped" in listed.stderr and "bad=q4_0" in listed.stderr
+    with running_server(llmedge_home, "good") as url:
+        base = url.removesuffix("/v1")
+        names = [m["name"] for m in httpx.get(f"{base}/api/tags").json()["models"]]
+        assert names == ["good:q4_1"]
+        chat = {"model": "good", "messages": [{"role": "user", "content": "Hi"}], "stream": False}
+        answer = httpx.post(
+            f"{base}/api/chat", json={**chat, "options": {"num_predict": 3}}, timeout=120
+        )
+        assert answer.status_code == 200 and answer.json()["done"]
+        broken = httpx.post(f"{base}/api/chat", json={**chat, "model": "bad:q4_0"}, timeout=60)
+        assert broken.status_code == 500 and "cannot be read" in broken.json()["error"]
+    verified = llmedge("verify")
+    assert verified.returncode == 0 and "unreadable" in verified.stdout
+    assert llmedge("rm", "bad", "escape", "typed").returncode == 0

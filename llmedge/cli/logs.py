@@ -1,10 +1,12 @@
 """Quiet by default: what engines and converters print goes to a log file, not the terminal.
 
-llama.cpp writes its warnings straight to the process's stderr (file descriptor 2), and
-converters and quantizers log through Python's `logging`. While a command runs inside
-`engine_log`, descriptor 2 is the log file `<home>/logs/llmedge.log` and Python's `logging`
-writes there too, while `sys.stderr` (llmedge's own notes, progress bars and errors) stays on
-the terminal. A command that fails says where the log is. With `--verbose` nothing is
+llama.cpp writes its warnings straight to the process's stderr (file descriptor 2), or through
+llama-cpp-python's log callback, which prints them to `sys.stderr`; converters and quantizers
+log through Python's `logging` or print warnings. While a command runs inside `engine_log`,
+descriptor 2 is the log file `<home>/logs/llmedge.log`, Python's `logging` writes there too, and
+`sys.stderr` sends to the terminal only what llmedge itself writes (its notes, progress bars and
+errors, through rich or print) and what tqdm draws (a converter's progress bar); anything else
+goes to the log. A command that fails says where the log is. With `--verbose` nothing is
 redirected.
 """
 
@@ -23,6 +25,33 @@ from llmedge.errors import LlmedgeError
 
 LOG_NAME = "llmedge.log"
 _ROTATE_BYTES = 16 << 20
+# Modules whose writes to sys.stderr are meant for the user: llmedge's own, the progress bars.
+_TO_TERMINAL = ("llmedge", "rich", "tqdm", "__main__")
+
+
+class _Router(io.TextIOBase):
+    """A stderr that sends each write to the terminal or the log, by the module writing it."""
+
+    def __init__(self, terminal: io.TextIOWrapper, log: io.TextIOWrapper) -> None:
+        super().__init__()
+        self._terminal, self._log = terminal, log
+
+    def write(self, text: str) -> int:
+        writer = str(sys._getframe(1).f_globals.get("__name__", ""))
+        ours = writer.split(".")[0] in _TO_TERMINAL
+        target = self._terminal if ours else self._log
+        target.write(text)
+        return len(text)
+
+    def flush(self) -> None:
+        self._terminal.flush()
+        self._log.flush()
+
+    def isatty(self) -> bool:
+        return self._terminal.isatty()
+
+    def fileno(self) -> int:
+        return self._terminal.fileno()
 
 
 def log_path(home: Path) -> Path:
@@ -67,7 +96,7 @@ def _redirected(log: io.TextIOWrapper) -> Iterator[None]:
     root = logging.getLogger()
     saved_level = root.level
     os.dup2(log.fileno(), 2)
-    sys.stderr = terminal
+    sys.stderr = _Router(terminal, log)
     root.addHandler(handler)
     root.setLevel(min(saved_level, logging.INFO) if saved_level else logging.INFO)
     try:

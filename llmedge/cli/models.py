@@ -264,10 +264,11 @@ def _report_rows(m: Manifest) -> list[tuple[str, str]]:
     ]
     if r.perplexity is not None and r.source_perplexity is not None:
         change = r.perplexity_change or 0.0
+        err = f" ± {r.perplexity_error:.3f}" if r.perplexity_error is not None else ""
         rows.append((
             "perplexity",
-            f"{r.perplexity:.3f} ({change:+.2%} vs {r.source_perplexity:.3f} for {r.source}; "
-            f"{r.eval_tokens} tokens of {r.eval_text})",
+            f"{r.perplexity:.3f}{err} ({change:+.2%} vs {r.source_perplexity:.3f} for "
+            f"{r.source}; {r.eval_tokens} tokens of {r.eval_text})",
         ))  # fmt: skip
     return rows
 

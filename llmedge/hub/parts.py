@@ -39,12 +39,12 @@ class _OneBar:
         self._reporter = reporter
         self._lock = threading.Lock()
 
-    def begin(self, label: str, total_bytes: int | None, done_bytes: int = 0) -> None:
-        self.advance(done_bytes)
+    def begin(self, label: str, total: int | None, done: int = 0, unit: str = "bytes") -> None:
+        self.advance(done)
 
-    def advance(self, n_bytes: int) -> None:
+    def advance(self, n: int) -> None:
         with self._lock:
-            self._reporter.advance(n_bytes)
+            self._reporter.advance(n)
 
     def end(self) -> None:
         pass
