@@ -18,6 +18,8 @@ import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
+# This checkout's llmedge, not whichever one is installed.
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from llmedge.cards import all_cards
 from llmedge.errors import LlmedgeError
 from llmedge.hub import hf

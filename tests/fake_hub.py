@@ -164,6 +164,22 @@ def run_llmedge(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[
     return subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
 
 
+def start_llmedge(env: dict[str, str], *args: str) -> subprocess.Popen[str]:
+    """`llmedge ARGS` started in the background (to be stopped midway), output captured."""
+    command = [sys.executable, "-m", "llmedge.cli", *args]
+    return subprocess.Popen(
+        command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+
+
+def wait_for_size(path: Path, size: int, timeout_s: float = 60) -> None:
+    """Until a download's partial file has reached `size` bytes."""
+    deadline = time.monotonic() + timeout_s
+    while not (path.exists() and path.stat().st_size >= size):
+        assert time.monotonic() < deadline, f"{path} never reached {size} bytes"
+        time.sleep(0.05)
+
+
 def _handler_for(hub: FakeHub) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         def log_message(self, format: str, *args: object) -> None:

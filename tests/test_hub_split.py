@@ -4,15 +4,12 @@ stored as one model, laid out for llama.cpp's split loader, answering through `s
 from __future__ import annotations
 
 import signal
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import openai
 import pytest
-from fake_hub import FakeHub, Faults, cli_env, run_llmedge
+from fake_hub import FakeHub, Faults, cli_env, run_llmedge, start_llmedge, wait_for_size
 from server_process import running_server
 from split_gguf import split_gguf
 
@@ -97,13 +94,6 @@ def test_split_quants_are_found_in_quant_folders_and_by_name(
         pull(store, "hf.co/test/Folders-GGUF:q4_0")
 
 
-def wait_for_size(path: Path, size: int, timeout_s: float = 60) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not (path.exists() and path.stat().st_size >= size):
-        assert time.monotonic() < deadline, f"{path} never reached {size} bytes"
-        time.sleep(0.05)
-
-
 def test_a_split_pull_killed_mid_part_resumes_and_serves(
     hub: FakeHub, llmedge_home: Path, tmp_path: Path, store: Store, smollm2_gguf: Path
 ) -> None:
@@ -111,13 +101,7 @@ def test_a_split_pull_killed_mid_part_resumes_and_serves(
     big, small = hub.file(REPO, FIRST), hub.file(REPO, SECOND)
     hub.faults[big.sha256] = Faults(slow_after_bytes=SLOW_AFTER)
     partial = store.partial_path(f"sha256-{big.sha256}")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "llmedge.cli", "pull", f"hf.co/{REPO}"],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    process = start_llmedge(env, "pull", f"hf.co/{REPO}")
     try:
         wait_for_size(store.partial_path(f"sha256-{small.sha256}"), small.size)  # in parallel
         wait_for_size(partial, SLOW_AFTER)

@@ -197,6 +197,15 @@ def test_a_store_in_the_old_layout_is_moved_in_place_once(store: Store, tmp_path
     assert len(fresh.history("a/b", "latest")) == 1
 
 
+def test_lock_files_of_earlier_downloads_are_removed(store: Store) -> None:
+    partial = store.partial_path("sha256-" + "1" * 64)
+    partial.write_bytes(b"half")
+    stale = partial.with_name(partial.name + ".lock")
+    stale.write_bytes(b"")
+    Store(store.root).manifests()
+    assert partial.exists() and not stale.exists()
+
+
 def test_a_move_cut_short_is_finished_by_the_next_open(store: Store, tmp_path: Path) -> None:
     good = add(store, tmp_path, "seed:q4_0", b"weights")
     store.remove(ModelRef.parse("seed"))

@@ -123,13 +123,20 @@ def run_ps(args: argparse.Namespace) -> None:
     table_console().print(table)
 
 
+def _loaded(base: str) -> dict[str, str]:
+    """digest -> name of each model the server has loaded."""
+    return {str(m.get("digest")): str(m.get("name")) for m in call(base, "/api/ps")["models"]}
+
+
 def run_stop(args: argparse.Namespace) -> int:
     base = server_url(args.url, Settings())
-    before = {m["name"] for m in call(base, "/api/ps").get("models", [])}
+    before = _loaded(base)
     answer = call(base, "/api/generate", {"model": args.model, "keep_alive": 0, "stream": False})
     name = answer.get("model", args.model) if isinstance(answer, dict) else args.model
-    if name not in before:
+    # A created model or a copy shares its loaded files with the model it was made from.
+    gone = [before[digest] for digest in before.keys() - _loaded(base).keys()]
+    if not gone:
         print(f"{name} was not loaded at {base}")
         return 1
-    print(f"unloaded {name}")
+    print(f"unloaded {name}" + (f" ({', '.join(gone)})" if gone != [name] else ""))
     return 0

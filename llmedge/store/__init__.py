@@ -2,8 +2,9 @@
 
 `store` draws the layout on disk; `names` says what a model name may be and where it lives;
 `manifest` is what a version records; `refs` reads and writes the manifest files; `blobs` keeps
-the files themselves; `migrate` moves a store of the earlier layout into this one; `folders`
-keeps a model that is a folder (safetensors, MLX) as one blob.
+the files themselves; `maintenance` collects what nothing needs and re-checks the rest;
+`migrate` moves a store of the earlier layout into this one; `folders` keeps a model that is a
+folder (safetensors, MLX) as one blob.
 """
 
 from __future__ import annotations

@@ -25,8 +25,13 @@ _OLD = ("manifests", "history")
 
 def migrate_old_layout(root: Path, models_dir: Path, damaged_dir: Path, tmp_dir: Path) -> int:
     """Move every manifest of the earlier layout under `root` into `models_dir`; returns how
-    many files moved. Nothing happens when there is no earlier layout."""
+    many files moved. Nothing happens when there is no earlier layout (but the lock files
+    earlier downloads left behind are removed)."""
     moved = 0
+    # Lock files the earlier downloads left beside their partial files; nothing takes them now.
+    for stale in (root / "downloads").glob("*.part.lock"):
+        with contextlib.suppress(OSError):
+            stale.unlink()
     for old in _OLD:
         base = root / old
         if not base.is_dir():

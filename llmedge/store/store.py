@@ -26,7 +26,6 @@ is moved into this one the first time it is opened (`llmedge.store.migrate`).
 from __future__ import annotations
 
 import contextlib
-import shutil
 from collections.abc import Callable, Iterator
 from dataclasses import replace
 from datetime import UTC, datetime
@@ -35,10 +34,11 @@ from pathlib import Path
 from llmedge.errors import CorruptModelError, InvalidRequestError, ModelNotFoundError, StoreError
 from llmedge.gguf import ModelFacts
 from llmedge.store.blobs import BlobCheck, Blobs, disk_errors, sha256_of
+from llmedge.store.maintenance import collect_garbage, verify
 from llmedge.store.manifest import BlobPart, Manifest, ModelDefaults, QuantReport, split_digest
 from llmedge.store.migrate import migrate_old_layout
 from llmedge.store.names import LATEST, ModelRef, ref_from_key
-from llmedge.store.refs import CURRENT, Refs, StoreProblem, digests_in
+from llmedge.store.refs import CURRENT, Refs, StoreProblem
 
 __all__ = ["BlobCheck", "Store", "StoreProblem", "sha256_of"]
 
@@ -329,47 +329,13 @@ class Store:
     def collect_garbage(self) -> list[Path]:
         """Delete blobs and split folders no version points to (nor an unreadable manifest
         might); returns them."""
-        versions, problems = self._all_versions()
-        used = {m.sha256 for m in versions} | {p.sha256 for m in versions for p in m.blobs}
-        damaged = [p for p in self.damaged_dir.rglob("*")] if self.damaged_dir.is_dir() else []
-        used |= digests_in([p.path for p in problems] + damaged)
-        deleted = []
-        for path in self.blobs_dir.glob("sha256-*"):
-            if path.name.removeprefix("sha256-").removesuffix(".verified") not in used:
-                path.unlink(missing_ok=True)
-                deleted.append(path)
-        if self.files.splits_dir.is_dir():
-            for path in self.files.splits_dir.iterdir():
-                if path.name.partition(".tmp-")[0] not in used:
-                    shutil.rmtree(path, ignore_errors=True)
-                    deleted.append(path)
-        return deleted
+        return collect_garbage(self.files, self.damaged_dir, *self.all_versions())
 
     def verify(self) -> list[BlobCheck]:
         """Re-hash every blob a version points to; report damage, orphans, partial downloads
         and manifests that cannot be read."""
         with disk_errors(self.root, "verifying the store"):
-            versions, problems = self._all_versions()
-            refs: dict[BlobPart, set[str]] = {}
-            for manifest in versions:
-                for part in manifest.blobs:
-                    key = BlobPart(part.digest, part.size_bytes)
-                    refs.setdefault(key, set()).add(manifest.ref)
-            checks = [
-                self.files.check(p, tuple(sorted(r))) for p, r in sorted(refs.items(), key=str)
-            ]
-            known = {p.sha256 for p in refs}
-            for path in sorted(self.blobs_dir.glob("sha256-*")):
-                if not path.name.endswith(".verified") and path.name[7:] not in known:
-                    checks.append(BlobCheck(path, "orphan", detail="no manifest points to it"))
-            for path in sorted(self.downloads_dir.glob("*.part")):
-                size = path.stat().st_size
-                checks.append(BlobCheck(path, "partial", detail=f"{size} bytes, resumed by a pull"))
-            for path in sorted(p for p in self.downloads_dir.glob("*@*") if p.is_dir()):
-                checks.append(BlobCheck(path, "partial", detail="weights waiting to be converted"))
-            for problem in problems:
-                checks.append(BlobCheck(problem.path, "unreadable", detail=problem.reason))
-        return checks
+            return verify(self.files, *self.all_versions())
 
     def adopt_blob(self, path: Path, sha256: str) -> Path:
         """Move a fully written, already hashed file into place as a blob."""
@@ -386,7 +352,8 @@ class Store:
 
     # --- helpers -------------------------------------------------------------------------
 
-    def _all_versions(self) -> tuple[list[Manifest], list[StoreProblem]]:
+    def all_versions(self) -> tuple[list[Manifest], list[StoreProblem]]:
+        """Every readable version, current and earlier, and the files that could not be read."""
         manifests, problems = self.scan()
         for folder in self.refs.folders():
             manifests += [m for _, m in self.refs.earlier(folder, problems)]
