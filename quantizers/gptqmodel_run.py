@@ -89,6 +89,9 @@ def run_job(job: GptqModelJob, work: Path) -> Quantized:
     spec.write_text(json.dumps(asdict(job)), encoding="utf-8")
     log = work / "gptqmodel.log"
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "TOKENIZERS_PARALLELISM": "false"}
+    # The child runs this same checkout's quantizers, whatever its working folder puts first.
+    root = str(Path(__file__).resolve().parent.parent)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
     # GPTQModel sizes its worker pool from the CPU count and will not start with one worker.
     env.setdefault("GPTQMODEL_CPU_WORKERS", str(max(2, (os.cpu_count() or 2) // 2)))
     command = [sys.executable, "-m", "quantizers.gptqmodel_run", str(spec)]

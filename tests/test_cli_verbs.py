@@ -122,9 +122,10 @@ def test_a_created_model_answers_with_its_defaults(served: Served, tmp_path: Pat
     )
     line = served.output.wait_for("temperature 0.9")  # what the request says wins
     assert "chat pirate:latest:" in line and "system 'Be brief.'" in line and "max_tokens 2" in line
-    stopped = served.llmedge("stop", "pirate")  # it shares the loaded model it was made from
+    stopped = served.llmedge("stop", BASE)  # the model it was made from: one loaded model
     assert stopped.returncode == 0, stopped.stdout
-    assert "unloaded pirate:latest (smollm2-135m:q4_1)" in stopped.stdout
+    assert stopped.stdout.startswith(f"unloaded {BASE}:q4_1 (pirate:latest)")
+    assert "no model is loaded" in served.llmedge("ps").stdout
 
 
 def test_create_reads_a_modelfile_and_refuses_what_it_cannot_honour(

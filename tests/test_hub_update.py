@@ -106,10 +106,12 @@ def test_a_corrupt_update_leaves_the_old_version_serving_and_rollback_returns(
         pulled = ndjson(httpx.post(f"{base}/api/pull", json={"model": REF}, timeout=120))
         assert "arrived damaged" in str(pulled[-1].get("error")), pulled[-1]
         assert all(line.get("status") != "success" for line in pulled)
-        tags = httpx.get(f"{base}/api/tags").json()["models"]
+        tags = httpx.get(f"{base}/api/tags", timeout=60).json()["models"]
         assert [m["digest"] for m in tags if m["name"] == REF] == [second[7:]]
         chat = {"model": REF, "messages": [{"role": "user", "content": "Hi"}], "stream": False}
-        answered = httpx.post(f"{base}/api/chat", json={**chat, "options": {"num_predict": 3}})
+        answered = httpx.post(
+            f"{base}/api/chat", json={**chat, "options": {"num_predict": 3}}, timeout=120
+        )
         assert answered.status_code == 200 and answered.json()["done"]
 
         hub.faults.clear()
@@ -117,7 +119,7 @@ def test_a_corrupt_update_leaves_the_old_version_serving_and_rollback_returns(
         assert pulled[-1] == {"status": "success"}
         third = digest(store)
         assert third not in (second,)
-        tags = httpx.get(f"{base}/api/tags").json()["models"]
+        tags = httpx.get(f"{base}/api/tags", timeout=60).json()["models"]
         assert [m["digest"] for m in tags if m["name"] == REF] == [third[7:]]
 
     rolled = run_llmedge(env, "rollback", REF)

@@ -99,6 +99,7 @@ def test_versions_are_numbered_and_an_earlier_one_can_be_removed(
         store.remove(ModelRef.parse("v:q4_0@3"))
     with pytest.raises(ModelNotFoundError, match="lists its versions"):
         store.remove(ModelRef.parse("v:q4_0@9"))
+    assert store.resolve(ModelRef.parse("v:q4_0@2")).digest == made[1].digest  # runnable
     assert store.remove(ModelRef.parse("v:q4_0@1")) == ["v:q4_0@1"]
     assert not store.blob_path(made[0].digest).exists()
     assert [n for n, _ in store.versions("v", "q4_0")] == [3, 2]

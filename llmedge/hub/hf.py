@@ -173,10 +173,15 @@ def download(store: Store, snapshot: RepoSnapshot, file: HubFile, reporter: Repo
         raise unreachable("HF_HUB_OFFLINE is set")
     partial = store.partial_path(file.key)
     with disk_errors(store.root, f"downloading {file.path}"), locked(partial) as out:
-        expected = file.size_bytes
-        if expected is None or out.tell() != expected:
-            _fetch(store, snapshot, file, out, reporter)
-        _check_hash(snapshot.repo, file, partial, reporter)
+        try:
+            expected = file.size_bytes
+            if expected is None or out.tell() != expected:
+                _fetch(store, snapshot, file, out, reporter)
+            _check_hash(snapshot.repo, file, partial, reporter)
+        except BaseException:
+            if out.seek(0, os.SEEK_END) == 0:
+                partial.unlink(missing_ok=True)  # nothing arrived: nothing to resume
+            raise
     return partial
 
 

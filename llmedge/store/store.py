@@ -101,8 +101,11 @@ class Store:
         return ref
 
     def find(self, ref: ModelRef) -> Manifest | None:
-        """The manifest `ref` names; with no tag, the newest version of that name."""
+        """The manifest `ref` names; with no tag, the newest version of that name; with `@n`,
+        that version of name:tag."""
         ref = self.canonical(ref)
+        if ref.version is not None and ref.tag is not None:
+            return dict(self.versions(ref.name, ref.tag)).get(ref.version)
         if ref.tag is not None:
             return self.refs.current(self.refs.folder(ref), [])
         versions = [m for f in self.refs.folders(ref.name) if (m := self.refs.current(f, []))]
