@@ -3,9 +3,10 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+# The test suite's TFLite interpreter: every test has its own LLMEDGE_HOME, so the environment
+# llmedge makes there on first use (vision/litert_env.py) is made once here and shared instead.
 LITERT_VENV ?= .venv-litert
 LITERT_STAMP := $(LITERT_VENV)/.installed
-export LLMEDGE_LITERT_PYTHON ?= $(abspath $(LITERT_VENV))/bin/python
 
 LLAMA_CPP := $(shell sed -n 's/.*"\(llama-cpp-python==[0-9.]*\)".*/\1/p' pyproject.toml)
 # llama.cpp is compiled for this machine's CPU, without AMX: some virtual machines report AMX but
@@ -25,7 +26,7 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e '.[all,test]'
 	touch $(STAMP)
 
-# TFLite conversion only: litert-torch cannot share a virtualenv with pydantic 2.12+.
+# TFLite conversion in the tests only: litert-torch cannot share a virtualenv with pydantic 2.12+.
 $(LITERT_STAMP): pyproject.toml
 	python3 -m venv $(LITERT_VENV)
 	$(LITERT_VENV)/bin/python -m pip install --quiet --upgrade pip
@@ -47,7 +48,7 @@ lint: setup
 	$(VENV)/bin/mypy
 
 test: lint $(LITERT_STAMP)
-	$(PY) -m pytest
+	LLMEDGE_LITERT_PYTHON=$${LLMEDGE_LITERT_PYTHON:-$(abspath $(LITERT_VENV))/bin/python} $(PY) -m pytest
 
 bench: setup
 	$(PY) scripts/bench_stream.py

@@ -46,9 +46,9 @@ if TYPE_CHECKING:
         PreparedPrompt,
     )
     from llmedge.gguf import ModelFacts
-    from llmedge.hub import ensure_model, pull
+    from llmedge.hub import ensure_model, pull, pull_or_update
     from llmedge.settings import Settings
-    from llmedge.store import Manifest, ModelRef, Store
+    from llmedge.store import Manifest, ModelDefaults, ModelRef, Store
 
 __version__ = "0.1.0"
 
@@ -66,8 +66,10 @@ _LAZY = {
     "ModelFacts": "llmedge.gguf",
     "ensure_model": "llmedge.hub",
     "pull": "llmedge.hub",
+    "pull_or_update": "llmedge.hub",
     "Settings": "llmedge.settings",
     "Manifest": "llmedge.store",
+    "ModelDefaults": "llmedge.store",
     "ModelRef": "llmedge.store",
     "Store": "llmedge.store",
 }
@@ -103,6 +105,7 @@ __all__ = [
     "LoadedEntry",
     "Manifest",
     "ModelCard",
+    "ModelDefaults",
     "ModelFacts",
     "ModelNotFoundError",
     "ModelRef",
@@ -120,4 +123,5 @@ __all__ = [
     "ensure_model",
     "find_card",
     "pull",
+    "pull_or_update",
 ]

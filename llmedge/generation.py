@@ -73,6 +73,9 @@ class SamplingParams:
     grammar: str | None = None  # GBNF; the answer is constrained to it
     logprobs: bool = False
     top_logprobs: int = 0  # alternatives reported per token, with logprobs
+    # The fields the request set, so a model's defaults fill only the others (None: not known;
+    # then a field that differs from its default counts as set).
+    given: frozenset[str] | None = None
 
 
 @dataclass(frozen=True)

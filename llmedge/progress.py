@@ -7,11 +7,12 @@ from typing import Protocol
 
 
 class Reporter(Protocol):
-    """Receives progress: one byte-counted task at a time, plus one-line notes between tasks."""
+    """Receives progress: one counted task at a time (bytes, or another `unit` such as tokens),
+    plus one-line notes between tasks."""
 
-    def begin(self, label: str, total_bytes: int | None, done_bytes: int = 0) -> None: ...
+    def begin(self, label: str, total: int | None, done: int = 0, unit: str = "bytes") -> None: ...
 
-    def advance(self, n_bytes: int) -> None: ...
+    def advance(self, n: int) -> None: ...
 
     def end(self) -> None: ...
 
@@ -23,14 +24,16 @@ class CallbackReporter:
 
     def __init__(self, on_progress: Callable[[int], None] | None = None) -> None:
         self._on_progress = on_progress
+        self._counting_bytes = True
 
-    def begin(self, label: str, total_bytes: int | None, done_bytes: int = 0) -> None:
-        if self._on_progress and done_bytes:
-            self._on_progress(done_bytes)
+    def begin(self, label: str, total: int | None, done: int = 0, unit: str = "bytes") -> None:
+        self._counting_bytes = unit == "bytes"
+        if self._on_progress and done and self._counting_bytes:
+            self._on_progress(done)
 
-    def advance(self, n_bytes: int) -> None:
-        if self._on_progress:
-            self._on_progress(n_bytes)
+    def advance(self, n: int) -> None:
+        if self._on_progress and self._counting_bytes:
+            self._on_progress(n)
 
     def end(self) -> None:
         pass

@@ -23,7 +23,7 @@ from llmedge.settings import Settings
 from llmedge.store import Manifest, ModelRef, QuantReport, Store
 from quantizers.gguf_convert import convert
 from quantizers.gguf_perplexity import perplexity
-from quantizers.perplexity import EVAL_TEXT_NAME, Perplexity, eval_text
+from quantizers.perplexity import DEFAULT_SCORED_TOKENS, EVAL_TEXT_NAME, Perplexity, eval_text
 
 __all__ = ["LADDER", "TOOLS", "bits_per_weight", "quantize_file", "quantize_model"]
 
@@ -85,9 +85,25 @@ def bits_per_weight(path: Path) -> float:
     return 8 * sum(t.nbytes for t in header.tensors) / max(weights, 1)
 
 
-def measure_baseline(store: Store, source: Manifest, threads: int) -> Baseline:
+def measured(
+    path: Path, text: str, name: str, threads: int, tokens: int, reporter: Reporter
+) -> Perplexity:
+    """The perplexity of the GGUF at `path` on `tokens` tokens of `text`, with a progress bar."""
+    reporter.begin(f"perplexity of {name}", tokens, unit="tokens")
+    try:
+        return perplexity(
+            path, text, threads=threads, scored_tokens=tokens, on_window=reporter.advance
+        )
+    finally:
+        reporter.end()
+
+
+def measure_baseline(
+    store: Store, source: Manifest, threads: int, tokens: int, reporter: Reporter
+) -> Baseline:
     text = eval_text()
-    return Baseline(text, perplexity(store.verified_blob(source), text, threads=threads))
+    result = measured(store.verified_blob(source), text, source.ref, threads, tokens, reporter)
+    return Baseline(text, result)
 
 
 def quantize_stored(
@@ -118,17 +134,19 @@ def quantize_stored(
             seconds=round(seconds, 3),
         )
         if baseline is not None:
-            reporter.note(f"measuring the perplexity of {source.name}:{quant}")
-            measured = perplexity(out, baseline.text, threads=threads)
+            name, tokens = f"{source.name}:{quant}", baseline.result.tokens
+            result = measured(out, baseline.text, name, threads, tokens, reporter)
             report = replace(
                 report,
-                perplexity=round(measured.value, 4),
+                perplexity=round(result.value, 4),
                 source_perplexity=round(baseline.result.value, 4),
-                eval_tokens=measured.tokens,
+                eval_tokens=result.tokens,
                 eval_text=EVAL_TEXT_NAME,
+                perplexity_error=round(result.error, 4),
+                source_perplexity_error=round(baseline.result.error, 4),
             )
         origin = {"kind": "quantize", "from": source.ref, "from_sha256": source.sha256}
-        origin.update({k: v for k, v in source.source.items() if k in ("repo", "revision")})
+        origin.update({k: v for k, v in source.source.items() if k in ("repo", "revision", "ref")})
         return store_built_file(store, out, ModelRef(source.name, quant), origin, report)
 
 
@@ -159,8 +177,10 @@ def quantize_model(
     report: bool = False,
     threads: int | None = None,
     reporter: Reporter | None = None,
+    ppl_tokens: int = DEFAULT_SCORED_TOKENS,
 ) -> list[Manifest]:
-    """Make each quantization of `name` from its float version; with `report`, measure them."""
+    """Make each quantization of `name` from its float version; with `report`, measure each
+    one's perplexity (and the source's) on `ppl_tokens` tokens of the shipped text."""
     reporter = reporter or CallbackReporter()
     wanted = [normalize(q) for q in quants]
     unknown = [q for q in wanted if q not in LADDER]
@@ -174,8 +194,8 @@ def quantize_model(
     source = float_source(store, name, reporter)
     baseline = None
     if report:
-        reporter.note(f"measuring the perplexity of {source.ref} on {EVAL_TEXT_NAME}")
-        baseline = measure_baseline(store, source, threads)
+        reporter.note(f"measuring perplexity on {ppl_tokens} tokens of {EVAL_TEXT_NAME}")
+        baseline = measure_baseline(store, source, threads, ppl_tokens, reporter)
     return [
         quantize_stored(store, source, q, reporter, threads=threads, baseline=baseline)
         for q in dict.fromkeys(wanted)

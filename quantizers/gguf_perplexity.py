@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from pathlib import Path
 
 from llmedge.errors import QuantizationError
 from llmedge.gguf import facts_from_header, read_gguf_header
 from quantizers.perplexity import (
     DEFAULT_CTX_TOKENS,
-    MAX_CHUNKS,
+    DEFAULT_SCORED_TOKENS,
     Perplexity,
     measure_windows,
     windows,
@@ -22,7 +23,8 @@ def perplexity(
     *,
     threads: int,
     ctx_tokens: int = DEFAULT_CTX_TOKENS,
-    max_chunks: int = MAX_CHUNKS,
+    scored_tokens: int = DEFAULT_SCORED_TOKENS,
+    on_window: Callable[[int], None] | None = None,
 ) -> Perplexity:
     """Load `path` in llama.cpp (CPU) and measure its perplexity on `text`."""
     import llama_cpp
@@ -44,7 +46,7 @@ def perplexity(
     except ValueError as exc:
         raise QuantizationError(f"llama.cpp could not load {path}: {exc}") from exc
 
-    def log_likelihood(window: list[int], first: int) -> float:
+    def log_probs(window: list[int], first: int) -> list[float]:
         model.reset()  # type: ignore[no-untyped-call]
         model.eval(window)
         # Logits at position i predict token i + 1: rows first - 1 .. len - 2.
@@ -52,12 +54,12 @@ def perplexity(
         top = logits.max(axis=1, keepdims=True)
         log_norm = np.log(np.exp(logits - top).sum(axis=1)) + top[:, 0]
         targets = np.asarray(window[first:])
-        return float((logits[np.arange(len(targets)), targets] - log_norm).sum())
+        return [float(v) for v in logits[np.arange(len(targets)), targets] - log_norm]
 
     try:
         tokens = model.tokenize(text.encode("utf-8"), add_bos=False, special=False)
         bos = model.tokenize(b"", add_bos=True)
-        chunks = windows(tokens, bos[0] if bos else None, ctx_tokens, max_chunks)
-        return measure_windows(chunks, log_likelihood)
+        chunks = windows(tokens, bos[0] if bos else None, ctx_tokens, scored_tokens)
+        return measure_windows(chunks, log_probs, on_window)
     finally:
         model.close()

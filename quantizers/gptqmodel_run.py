@@ -24,7 +24,7 @@ from llmedge.errors import ExtraNotInstalledError, QuantizationError
 from quantizers.calibration import Calibration, calibration_samples
 from quantizers.hf_folder import tensor_stats
 from quantizers.hf_method import Quantized
-from quantizers.perplexity import Perplexity
+from quantizers.perplexity import DEFAULT_SCORED_TOKENS, Perplexity
 
 _TAIL_CHARS = 2000
 _RESULT = "result.json"
@@ -43,6 +43,7 @@ class GptqModelJob:
     offload_to_disk: bool  # layers wait on disk, not in memory (for models near the RAM size)
     samples: list[list[int]]
     eval_text: str | None = None  # measure the result's perplexity on it, GPTQModel loaded
+    eval_tokens: int = DEFAULT_SCORED_TOKENS
 
 
 def make_job(
@@ -54,6 +55,7 @@ def make_job(
     calibration: Calibration,
     device: str,
     eval_text: str | None,
+    eval_tokens: int = DEFAULT_SCORED_TOKENS,
 ) -> GptqModelJob:
     """A job whose calibration windows are cut with the source model's own tokenizer."""
     import psutil
@@ -72,6 +74,7 @@ def make_job(
         offload_to_disk=crowded,
         samples=samples,
         eval_text=eval_text,
+        eval_tokens=eval_tokens,
     )
 
 
@@ -86,6 +89,9 @@ def run_job(job: GptqModelJob, work: Path) -> Quantized:
     spec.write_text(json.dumps(asdict(job)), encoding="utf-8")
     log = work / "gptqmodel.log"
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "TOKENIZERS_PARALLELISM": "false"}
+    # The child runs this same checkout's quantizers, whatever its working folder puts first.
+    root = str(Path(__file__).resolve().parent.parent)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
     # GPTQModel sizes its worker pool from the CPU count and will not start with one worker.
     env.setdefault("GPTQMODEL_CPU_WORKERS", str(max(2, (os.cpu_count() or 2) // 2)))
     command = [sys.executable, "-m", "quantizers.gptqmodel_run", str(spec)]
@@ -123,9 +129,18 @@ class GptqModelMethod:
         calibration: Calibration,
         device: str,
         eval_text: str | None,
+        eval_tokens: int = DEFAULT_SCORED_TOKENS,
     ) -> Quantized:
         job = make_job(
-            self.format, self.bits, self.group_size, source, out, calibration, device, eval_text
+            self.format,
+            self.bits,
+            self.group_size,
+            source,
+            out,
+            calibration,
+            device,
+            eval_text,
+            eval_tokens,
         )
         return run_job(job, work)
 
@@ -169,7 +184,9 @@ def _main(spec: Path) -> None:
         # Measured here, where GPTQModel is already imported, rather than in the parent.
         del model
         gc.collect()
-        result["perplexity"] = asdict(measure(Path(job.out), job.device, job.eval_text))
+        result["perplexity"] = asdict(
+            measure(Path(job.out), job.device, job.eval_text, job.eval_tokens)
+        )
     (spec.parent / _RESULT).write_text(json.dumps(result), encoding="utf-8")
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Protocol
 
 from quantizers.calibration import Calibration
-from quantizers.perplexity import Perplexity
+from quantizers.perplexity import DEFAULT_SCORED_TOKENS, Perplexity
 
 
 @dataclass(frozen=True)
@@ -39,5 +39,7 @@ class Method(Protocol):
         calibration: Calibration,
         device: str,
         eval_text: str | None,
+        eval_tokens: int = DEFAULT_SCORED_TOKENS,
     ) -> Quantized:
-        """Write the quantized folder to `out`; with `eval_text`, it may measure it too."""
+        """Write the quantized folder to `out`; with `eval_text`, it may measure it too (on
+        `eval_tokens` of its tokens)."""

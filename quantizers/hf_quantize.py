@@ -30,7 +30,7 @@ from quantizers.hf_folder import facts_from_folder, tensor_stats
 from quantizers.hf_method import Method
 from quantizers.hf_perplexity import measure
 from quantizers.hf_source import source_model
-from quantizers.perplexity import EVAL_TEXT_NAME, Perplexity, eval_text
+from quantizers.perplexity import DEFAULT_SCORED_TOKENS, EVAL_TEXT_NAME, Perplexity, eval_text
 
 DEVICES = ("auto", "cpu", "cuda")
 # Files a quantizer may leave out of its output that serving needs.
@@ -57,15 +57,34 @@ def resolve_device(device: str) -> str:
     return device
 
 
-def source_perplexity(folder: Path, sha256: str, device: str, text: str) -> Perplexity:
-    """The unquantized model's perplexity, measured once per source, text and device."""
-    key = hashlib.sha256(f"{sha256}:{device}:{text}".encode()).hexdigest()[:32]
-    cache = Settings().home / "cache" / "perplexity" / f"{key}.json"
+def measured(
+    folder: Path, device: str, text: str, name: str, tokens: int, reporter: Reporter
+) -> Perplexity:
+    """A folder's perplexity on `tokens` tokens of `text`, with a progress bar."""
+    reporter.begin(f"perplexity of {name}", tokens, unit="tokens")
+    try:
+        return measure(folder, device, text, tokens, reporter.advance)
+    finally:
+        reporter.end()
+
+
+def source_perplexity(
+    folder: Path, source: Manifest, device: str, text: str, tokens: int, reporter: Reporter
+) -> Perplexity:
+    """The unquantized model's perplexity, measured once per source, text, length and device."""
+    key = f"{source.sha256}:{device}:{tokens}:{text}"
+    cache = (
+        Settings().home
+        / "cache"
+        / "perplexity"
+        / f"{hashlib.sha256(key.encode()).hexdigest()[:32]}.json"
+    )
     with contextlib.suppress(OSError, ValueError, TypeError):
         return Perplexity(**json.loads(cache.read_text(encoding="utf-8")))
-    result = measure(folder, device, text)
-    cache.parent.mkdir(parents=True, exist_ok=True)
-    cache.write_text(json.dumps(asdict(result)), encoding="utf-8")
+    result = measured(folder, device, text, source.ref, tokens, reporter)
+    with contextlib.suppress(OSError):  # a cache that cannot be written costs a re-measure
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        cache.write_text(json.dumps(asdict(result)), encoding="utf-8")
     return result
 
 
@@ -79,8 +98,10 @@ def quantize_hf(
     report: bool = False,
     device: str = "auto",
     reporter: Reporter | None = None,
+    ppl_tokens: int = DEFAULT_SCORED_TOKENS,
 ) -> Manifest:
-    """Quantize `name`'s safetensors version with `method`; store it as `name:TAG`."""
+    """Quantize `name`'s safetensors version with `method`; store it as `name:TAG`. With
+    `report`, measure its perplexity and the source's on `ppl_tokens` tokens."""
     reporter = reporter or CallbackReporter()
     calibration = calibration or Calibration()
     device = resolve_device(device)
@@ -97,9 +118,9 @@ def quantize_hf(
         reporter.note(f"quantizing {source.ref} to {method.tag} with {method.library} ({device})")
         text = eval_text() if report else None
         started = time.perf_counter()
-        result = method.quantize(folder, out, work, calibration, device, text)
+        result = method.quantize(folder, out, work, calibration, device, text, ppl_tokens)
         seconds = result.seconds or time.perf_counter() - started
-        measured = result.perplexity
+        quantized = result.perplexity
         for file in _TOKENIZER_FILES:
             if (folder / file).is_file() and not (out / file).exists():
                 shutil.copy2(folder / file, out / file)
@@ -111,17 +132,18 @@ def quantize_hf(
             seconds=round(seconds, 3),
         )
         if text is not None:
-            reporter.note(f"measuring the perplexity of {source.ref} on {EVAL_TEXT_NAME}")
-            baseline = source_perplexity(folder, source.sha256, device, text)
-            if measured is None:
-                reporter.note(f"measuring the perplexity of {ref}")
-                measured = measure(out, device, text)
+            reporter.note(f"measuring perplexity on {ppl_tokens} tokens of {EVAL_TEXT_NAME}")
+            baseline = source_perplexity(folder, source, device, text, ppl_tokens, reporter)
+            if quantized is None or quantized.tokens != ppl_tokens:
+                quantized = measured(out, device, text, str(ref), ppl_tokens, reporter)
             quant_report = replace(
                 quant_report,
-                perplexity=round(measured.value, 4),
+                perplexity=round(quantized.value, 4),
                 source_perplexity=round(baseline.value, 4),
-                eval_tokens=measured.tokens,
+                eval_tokens=quantized.tokens,
                 eval_text=EVAL_TEXT_NAME,
+                perplexity_error=round(quantized.error, 4),
+                source_perplexity_error=round(baseline.error, 4),
             )
         origin = {
             "kind": "quantize",

@@ -2,8 +2,8 @@
 
 It is stored like any other version, as `NAME:hf` with format `safetensors` (one packed blob,
 see `llmedge.store.folders`), so it is hashed, verified, versioned and served like the rest. It
-comes from a folder the user names (`--source DIR`), or else from the model card's safetensors
-repository on the Hugging Face Hub.
+comes from a folder the user names (`--source DIR`), from a repository named as
+`hf.co/OWNER/REPO`, or else from the model card's safetensors repository on the Hugging Face Hub.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from pathlib import Path
 from llmedge.cards import all_cards
 from llmedge.errors import InvalidRequestError, ModelNotFoundError
 from llmedge.hub import hf
-from llmedge.hub.plan import source_files
+from llmedge.hub.plan import HF_PREFIXES, parse_target, source_files
 from llmedge.progress import Reporter
 from llmedge.store import Manifest, ModelRef, Store
 from llmedge.store.folders import store_dir
@@ -41,7 +41,12 @@ def import_folder(store: Store, folder: Path, name: str, origin: dict[str, str])
 def source_model(
     store: Store, name: str, reporter: Reporter, *, source_dir: Path | None = None
 ) -> Manifest:
-    """`name`'s stored safetensors version, imported from `source_dir` or the hub if needed."""
+    """`name`'s stored safetensors version, imported from `source_dir` or the hub if needed:
+    `name` is a model card (its source repository) or `hf.co/OWNER/REPO` (that repository)."""
+    repo = None
+    if name.lower().startswith(HF_PREFIXES) and source_dir is None:
+        target = parse_target(name)
+        repo, name = target.repo, target.name
     ref = ModelRef.parse(name)
     if source_dir is not None:
         if ref.tag not in (None, SOURCE_TAG):
@@ -64,11 +69,14 @@ def source_model(
     stored = store.find(ModelRef(ref.name, SOURCE_TAG))
     if stored is not None:
         return stored
+    if repo is not None:
+        return _download(store, repo, ref.name, reporter)
     card = all_cards().get(ref.name)
     if card is None or card.source_repo is None:
         raise ModelNotFoundError(
             f"{ref.name}:{SOURCE_TAG}",
-            "give its unquantized Hugging Face folder with --source DIR",
+            "give its unquantized Hugging Face folder with --source DIR, or name its "
+            "repository: hf.co/OWNER/REPO",
         )
     return _download(store, card.source_repo, ref.name, reporter)
 

@@ -17,6 +17,7 @@ from typing import ClassVar
 from llmedge.errors import ExtraNotInstalledError
 from quantizers.calibration import Calibration
 from quantizers.hf_method import Quantized
+from quantizers.perplexity import DEFAULT_SCORED_TOKENS
 
 
 @dataclass(frozen=True)
@@ -43,6 +44,7 @@ class Nf4:
         calibration: Calibration,
         device: str,
         eval_text: str | None,
+        eval_tokens: int = DEFAULT_SCORED_TOKENS,
     ) -> Quantized:
         if importlib.util.find_spec("bitsandbytes") is None:
             raise ExtraNotInstalledError("quantize", "bitsandbytes")

@@ -11,6 +11,8 @@ import os
 import sys
 from pathlib import Path
 
+# This checkout's llmedge, not whichever one is installed.
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from llmedge.cli import build_parser
 
 README = Path(__file__).resolve().parent.parent / "README.md"

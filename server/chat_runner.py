@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
@@ -23,12 +24,14 @@ from llmedge import (
 from llmedge.engine import GenerationObserver
 from llmedge.prompting import (
     ToolCallParser,
+    apply_defaults,
     detect_tool_format,
     fold_messages,
     forced_call_grammar,
     new_call_id,
 )
 
+log = logging.getLogger("llmedge.server")
 ToolMode = Literal["none", "auto", "required"]
 Finish = Literal["stop", "length", "tool_calls"]
 
@@ -78,6 +81,16 @@ def _tool_name(tool: Mapping[str, Any]) -> str:
     return str(function.get("name", "")) if isinstance(function, Mapping) else ""
 
 
+def _log_request(model: str, messages: Sequence[ChatMessage], params: SamplingParams) -> None:
+    """One line per chat request: what it ran with, the model's defaults included."""
+    system = next((m.content for m in messages if m.role == "system"), None)
+    shown = repr(system[:80] + ("…" if len(system) > 80 else "")) if system else "none"
+    log.info(
+        "chat %s: temperature %s, top_p %s, max_tokens %s, system %s",
+        model, params.temperature, params.top_p, params.max_tokens, shown,
+    )  # fmt: skip
+
+
 def prepare_chat(engine: Engine, spec: ChatSpec) -> Prepared:
     """Render the conversation for the model's tool format; constrain a forced call by grammar.
 
@@ -85,10 +98,11 @@ def prepare_chat(engine: Engine, spec: ChatSpec) -> Prepared:
     model until its generations start (`ChoiceRun`) or it is released."""
     lease = engine.lease(spec.model, spec.keep_alive_s)
     try:
-        facts = lease.manifest.facts
-        fmt = detect_tool_format(facts.chat_template if facts else None)
+        manifest = lease.manifest
+        messages, params, template = apply_defaults(manifest.defaults, spec.messages, spec.params)
+        _log_request(manifest.ref, messages, params)
+        fmt = detect_tool_format(manifest.facts.chat_template if manifest.facts else None)
         offered = [dict(t) for t in spec.tools] if spec.tool_mode != "none" else []
-        params = spec.params
         forced = bool(spec.forced_tool) or spec.tool_mode == "required"
         if forced:
             chosen = [t for t in offered if spec.forced_tool in (None, _tool_name(t))]
@@ -100,9 +114,12 @@ def prepare_chat(engine: Engine, spec: ChatSpec) -> Prepared:
         lease.release()
         raise
     if fmt.native:
-        prompt = engine.prepare_chat(lease, spec.messages, params, tools=offered or None)
+        prompt = engine.prepare_chat(
+            lease, messages, params, tools=offered or None, template=template
+        )
     else:
-        prompt = engine.prepare_chat(lease, fold_messages(spec.messages, offered), params)
+        folded = fold_messages(messages, offered)
+        prompt = engine.prepare_chat(lease, folded, params, template=template)
     names = tuple(_tool_name(t) for t in offered)
     return Prepared(prompt, names, fmt.style == "llama3", forced, spec.repeat_calls)
 

@@ -1,9 +1,11 @@
-"""The Ollama API's model routes: /api/version, /api/tags, /api/ps, /api/show, /api/pull."""
+"""The Ollama API's model routes: /api/version, /api/tags, /api/ps, /api/show, /api/pull;
+/api/copy, /api/delete and /api/create are in `ollama_create`."""
 
 from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import threading
 import time
 from collections.abc import AsyncIterator
@@ -14,11 +16,22 @@ from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, StreamingResponse
 
-from llmedge import InvalidRequestError, LlmedgeError, Manifest, ModelRef, __version__, pull
+from llmedge import (
+    DownloadError,
+    InvalidRequestError,
+    LlmedgeError,
+    Manifest,
+    ModelRef,
+    __version__,
+    pull_or_update,
+)
+from server.ollama_create import router as create_router
 from server.ollama_schemas import ModelRequest, PullRequest
 from server.state import server_state
 
+log = logging.getLogger("llmedge.server")
 router = APIRouter()
+router.include_router(create_router)
 NDJSON = "application/x-ndjson"
 # Pull targets a remote client may name: model cards and Hugging Face repos, never local paths.
 _REMOTE_PREFIXES = ("hf.co/", "huggingface.co/")
@@ -81,6 +94,7 @@ async def running(request: Request) -> dict[str, Any]:
                 **model_entry(entry.manifest),
                 "size_vram": 0,
                 "context_length": entry.model.ctx_tokens,
+                "parallel": entry.model.parallel,
                 "expires_at": expires.isoformat().replace("+00:00", "Z"),
             }
         )
@@ -110,9 +124,11 @@ def _model_info(manifest: Manifest) -> dict[str, Any]:
 async def show(body: ModelRequest, request: Request) -> dict[str, Any]:
     manifest = await run_in_threadpool(server_state(request).engine.resolve, body.model)
     template = manifest.facts.chat_template if manifest.facts else None
+    defaults = manifest.defaults
     return {
-        "modelfile": f"# served by llmedge\nFROM {manifest.ref}\n",
-        "parameters": "",
+        "modelfile": modelfile(manifest),
+        "parameters": parameter_lines(manifest),
+        "system": defaults.system or "" if defaults else "",
         "template": template or "",
         "details": details(manifest),
         "model_info": _model_info(manifest),
@@ -120,6 +136,30 @@ async def show(body: ModelRequest, request: Request) -> dict[str, Any]:
         "capabilities": ["completion", "tools"],
         "modified_at": manifest.created_at,
     }
+
+
+def parameter_lines(manifest: Manifest) -> str:
+    """A created model's parameters as Ollama shows them: one `name value` a line."""
+    if manifest.defaults is None:
+        return ""
+    lines = []
+    for name, value in manifest.defaults.parameters.items():
+        for item in value if isinstance(value, list) else [value]:
+            lines.append(f"{name} {json.dumps(item) if isinstance(item, str) else item}")
+    return "\n".join(lines)
+
+
+def modelfile(manifest: Manifest) -> str:
+    """The Modelfile that makes this model again (FROM the model it was made from, if any)."""
+    base = manifest.source.get("from") if manifest.source.get("kind") == "create" else None
+    lines = ["# served by llmedge", f"FROM {base or manifest.ref}"]
+    defaults = manifest.defaults
+    if defaults is not None and defaults.template:
+        lines.append(f'TEMPLATE """{defaults.template}"""')
+    if defaults is not None and defaults.system:
+        lines.append(f'SYSTEM """{defaults.system}"""')
+    lines += [f"PARAMETER {line}" for line in parameter_lines(manifest).splitlines()]
+    return "\n".join(lines) + "\n"
 
 
 def pull_target(name: str) -> str:
@@ -154,12 +194,12 @@ class _Progress:
     def _put(self, item: dict[str, Any] | None) -> None:
         self._loop.call_soon_threadsafe(self._queue.put_nowait, item)
 
-    def begin(self, label: str, total_bytes: int | None, done_bytes: int = 0) -> None:
-        self._label, self._total, self._done = label, total_bytes or 0, done_bytes
+    def begin(self, label: str, total: int | None, done: int = 0, unit: str = "bytes") -> None:
+        self._label, self._total, self._done = label, total or 0, done
         self._status()
 
-    def advance(self, n_bytes: int) -> None:
-        self._done += n_bytes
+    def advance(self, n: int) -> None:
+        self._done += n
         if time.monotonic() - self._sent_at > 0.25:
             self._status()
 
@@ -191,9 +231,15 @@ async def pull_model(body: PullRequest, request: Request) -> Any:
     def work() -> None:
         try:
             reporter.note("pulling manifest")
-            outcome["manifest"] = pull(state.engine.store, target, reporter=reporter)
+            outcome["manifest"] = pull_or_update(state.engine.store, target, reporter=reporter)
         except LlmedgeError as exc:
             outcome["error"] = exc
+        except Exception as exc:  # never a "success" for a pull that failed
+            log.exception("pull of %s failed", target)
+            outcome["error"] = DownloadError(
+                f"the pull of {target} failed ({type(exc).__name__}: {exc}); nothing changed "
+                "in the store; the server's log has the details"
+            )
         finally:
             reporter.close()
 

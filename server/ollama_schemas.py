@@ -12,7 +12,7 @@ import json
 from collections.abc import Mapping
 from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from llmedge import ChatMessage, InvalidRequestError, SamplingParams, ToolCall
 from llmedge.prompting import json_object_grammar, schema_grammar
@@ -110,6 +110,8 @@ class _Generating(WireModel):
         options = parse_options(self.options)
         # num_predict: -1 means no limit, -2 fill the context; both end at the context's end.
         limit = options.num_predict if options.num_predict and options.num_predict > 0 else None
+        given = {*options.tuning(), *(["stop"] if options.stop else [])}
+        given |= {"seed"} if options.seed is not None else set()
         return SamplingParams(
             max_tokens=limit,
             stop=tuple(options.stop or ()),
@@ -118,6 +120,7 @@ class _Generating(WireModel):
             top_logprobs=self.top_logprobs or 0,
             seed=options.seed,
             **options.tuning(),
+            given=frozenset(given | ({"max_tokens"} if limit else set())),
         )
 
     def grammar(self) -> str | None:
@@ -253,3 +256,42 @@ class ModelRequest(_Named):
 class PullRequest(_Named):
     stream: bool = True
     insecure: bool | None = None
+
+
+class CopyRequest(WireModel):
+    source: str = Field(min_length=1)
+    destination: str = Field(min_length=1)
+
+
+class DeleteRequest(WireModel):
+    model: str | None = Field(None, min_length=1)
+    name: str | None = Field(None, min_length=1, description="older clients' name for `model`")
+
+    @property
+    def target(self) -> str:
+        if not (self.model or self.name):
+            raise InvalidRequestError("model: name the model to delete", param="model")
+        return self.model or self.name or ""
+
+
+class CreateRequest(WireModel):
+    """A model made from a stored one with its own defaults (a new manifest, the same blob)."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    model: str | None = Field(None, min_length=1)
+    name: str | None = Field(None, min_length=1, description="older clients' name for `model`")
+    from_: str | None = Field(None, alias="from", min_length=1)
+    system: str | None = None
+    template: str | None = None
+    parameters: dict[str, Any] | None = None
+    modelfile: str | None = Field(None, description="older clients: the Modelfile's text")
+    stream: bool = True
+    # Ollama's ways to make a model from uploaded files; llmedge takes models through `pull`.
+    refused: ClassVar[Mapping[str, str]] = {
+        "files": "put the model in the store with `llmedge pull` and create FROM it",
+        "adapters": "LoRA adapters are not supported",
+        "quantize": "make quantizations with `llmedge quantize MODEL --to TYPE`",
+        "license": "a created model keeps its source's license; remove it",
+        "messages": "a created model has no stored conversation; send the messages per request",
+    }

@@ -209,12 +209,15 @@ class SamplingFields(Tuning):
 
     def sampling(self, max_tokens: int | None = None) -> SamplingParams:
         stop = [self.stop] if isinstance(self.stop, str) else (self.stop or [])
+        limit = max_tokens or self.max_tokens
+        given = {*self.tuning(), *(["max_tokens"] if limit else []), *(["stop"] if stop else [])}
         return SamplingParams(
-            max_tokens=max_tokens or self.max_tokens,
+            max_tokens=limit,
             stop=tuple(stop),
             seed=self.seed,
             logit_bias=parse_logit_bias(self.logit_bias),
             **self.tuning(),
+            given=frozenset(given | ({"seed"} if self.seed is not None else set())),
         )
 
     @property

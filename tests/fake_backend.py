@@ -56,7 +56,9 @@ class ScriptedModel:
     def tokenize(self, text: str) -> list[int]:
         return [ord(c) for c in text]
 
-    def render_chat(self, messages: Sequence[ChatMessage], tools: object = None) -> str:
+    def render_chat(
+        self, messages: Sequence[ChatMessage], tools: object = None, template: str | None = None
+    ) -> str:
         return "".join(f"{m.role}:{m.content}\n" for m in messages) + "assistant:"
 
     def generate(

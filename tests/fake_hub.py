@@ -101,6 +101,7 @@ class FakeHub:
         self.repos: dict[str, Repo] = {}
         self.faults: dict[str, Faults] = {}  # by sha256
         self.requests: list[Request] = []
+        self.served_bytes = 0  # file bytes the CDN sent, for tests that count a download
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), _handler_for(self))
         self._server.daemon_threads = True
         self.port = self._server.server_address[1]
@@ -161,6 +162,22 @@ def run_llmedge(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[
     """`llmedge ARGS` as a subprocess, output captured."""
     command = [sys.executable, "-m", "llmedge.cli", *args]
     return subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+
+
+def start_llmedge(env: dict[str, str], *args: str) -> subprocess.Popen[str]:
+    """`llmedge ARGS` started in the background (to be stopped midway), output captured."""
+    command = [sys.executable, "-m", "llmedge.cli", *args]
+    return subprocess.Popen(
+        command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+
+
+def wait_for_size(path: Path, size: int, timeout_s: float = 60) -> None:
+    """Until a download's partial file has reached `size` bytes."""
+    deadline = time.monotonic() + timeout_s
+    while not (path.exists() and path.stat().st_size >= size):
+        assert time.monotonic() < deadline, f"{path} never reached {size} bytes"
+        time.sleep(0.05)
 
 
 def _handler_for(hub: FakeHub) -> type[BaseHTTPRequestHandler]:
@@ -309,6 +326,7 @@ def _handler_for(hub: FakeHub) -> type[BaseHTTPRequestHandler]:
                     self.wfile.write(chunk)
                 except (BrokenPipeError, ConnectionResetError):
                     return
+                hub.served_bytes += len(chunk)
                 position += len(chunk)
 
     return Handler

@@ -70,6 +70,7 @@ class SharedStore:
         assert manifest.size_bytes < source.size_bytes * 0.5
         assert 4.0 < report.bits_per_weight < max_bits
         assert report.eval_text == "perplexity.txt" and report.eval_tokens == 512
+        assert report.perplexity_error and 0 < report.perplexity_error < report.perplexity / 5
         assert report.perplexity is not None and report.source_perplexity is not None
         assert math.isfinite(report.perplexity) and report.seconds > 0
         # Rounding to 4 bits costs a little; a broken model is off by orders of magnitude.

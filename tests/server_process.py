@@ -7,25 +7,62 @@ import re
 import shutil
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
+from typing import IO
 
 import httpx
 
+CHECKOUT = Path(__file__).resolve().parent.parent
 READY = re.compile(r"llmedge serving (\S+) at (http://\S+)/v1")
 # A server whose test run is killed goes too, never left running (util-linux's setpriv).
 DIE_WITH_PARENT = ["setpriv", "--pdeathsig", "TERM"] if shutil.which("setpriv") else []
 
 
+class ServerOutput:
+    """What the server printed (its log), read as it comes."""
+
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+        self._changed = threading.Condition()
+
+    def read(self, stream: IO[str]) -> None:
+        for line in stream:
+            with self._changed:
+                self.lines.append(line)
+                self._changed.notify_all()
+
+    def wait_for(self, text: str, timeout_s: float = 30) -> str:
+        """The first line holding `text`, once the server has printed it."""
+        with self._changed:
+            found = self._changed.wait_for(
+                lambda: next((line for line in self.lines if text in line), None), timeout_s
+            )
+        if found is None:
+            raise AssertionError(f"the server never printed {text!r}:\n{''.join(self.lines)}")
+        return found
+
+
 @contextmanager
 def running_server(
-    home: Path, *args: str, timeout_s: float = 60, env: Mapping[str, str] | None = None
+    home: Path,
+    *args: str,
+    timeout_s: float = 60,
+    env: Mapping[str, str] | None = None,
+    output: ServerOutput | None = None,
+    preexec_fn: object = None,
+    cwd: Path | None = None,
 ) -> Iterator[str]:
     """Yields the server's base URL (ending in /v1) once /health answers; `env` adds to the
-    environment it starts with."""
+    environment it starts with, `output` collects what it prints, `preexec_fn` runs in the
+    child before it starts (e.g. to set resource limits), `cwd` is its working folder (this
+    checkout stays first on its import path)."""
     env = {**os.environ, **(env or {}), "LLMEDGE_HOME": str(home), "PYTHONUNBUFFERED": "1"}
+    if cwd is not None:
+        env["PYTHONPATH"] = os.pathsep.join([str(CHECKOUT), env.get("PYTHONPATH", "")])
     command = [*DIE_WITH_PARENT, sys.executable, "-m", "llmedge.cli", "serve", "--port", "0", *args]
     process = subprocess.Popen(
         command,
@@ -33,6 +70,8 @@ def running_server(
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
+        preexec_fn=preexec_fn,  # type: ignore[arg-type]
+        cwd=cwd,
     )
     try:
         assert process.stdout is not None
@@ -48,6 +87,9 @@ def running_server(
                 break
         else:
             raise TimeoutError("server did not start:\n" + "".join(lines))
+        sink = output or ServerOutput()  # read on, so a chatty server never blocks on its pipe
+        sink.lines.extend(lines)
+        threading.Thread(target=sink.read, args=(process.stdout,), daemon=True).start()
         while httpx.get(f"{url}/health").status_code != 200:
             time.sleep(0.05)
         yield f"{url}/v1"

@@ -4,14 +4,11 @@ from __future__ import annotations
 
 import json
 import signal
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from fake_hub import FakeHub, Faults, cli_env, run_llmedge
+from fake_hub import FakeHub, Faults, cli_env, run_llmedge, start_llmedge, wait_for_size
 
 from llmedge.store import ModelRef, Store
 from quantizers.gguf import quantize_file
@@ -49,13 +46,6 @@ def digest(store: Store) -> str:
     return store.resolve(ModelRef.parse(REF)).digest
 
 
-def wait_for_size(path: Path, size: int, timeout_s: float = 60) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not (path.exists() and path.stat().st_size >= size):
-        assert time.monotonic() < deadline, f"{path} never reached {size} bytes"
-        time.sleep(0.05)
-
-
 @pytest.mark.parametrize("stop", [signal.SIGKILL, signal.SIGINT], ids=["kill-9", "ctrl-c"])
 def test_a_pull_stopped_midway_leaves_the_store_usable_and_resumes(
     env: dict[str, str],
@@ -76,13 +66,7 @@ def test_a_pull_stopped_midway_leaves_the_store_usable_and_resumes(
     new = hub.file(REPO, FILE)
     hub.faults[new.sha256] = Faults(slow_after_bytes=SLOW_AFTER)
     partial = store.partial_path(f"sha256-{new.sha256}")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "llmedge.cli", "pull", f"hf.co/{REPO}"],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    process = start_llmedge(env, "pull", f"hf.co/{REPO}")
     try:
         wait_for_size(partial, SLOW_AFTER)
         process.send_signal(stop)
@@ -132,10 +116,10 @@ def test_pull_by_card_name_and_quant_flag(
     assert "smollm2-135m has no q7_k quantization; available: q2_k" in unknown.stderr
 
 
-def test_the_headline_pull_asks_microsofts_repo_first(env: dict[str, str]) -> None:
+def test_the_headline_pull_asks_for_the_june_phi3_weights(env: dict[str, str]) -> None:
     done = run_llmedge(env, "pull", "phi-3-mini", "--q4_k_m")
     assert done.returncode == 1
-    assert "microsoft/Phi-3-mini-4k-instruct-gguf" in done.stderr
+    assert "bartowski/Phi-3.1-mini-4k-instruct-GGUF" in done.stderr
     assert "no such repository" in done.stderr
 
 

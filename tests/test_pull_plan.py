@@ -42,6 +42,20 @@ def test_malformed_and_unknown_targets_say_what_to_write() -> None:
         parse_target("no-such-model")
     with pytest.raises(InvalidRequestError, match="no such file"):
         parse_target("./missing.gguf")
+    with pytest.raises(InvalidRequestError, match=r"looks like a file; write it as a path: \./x"):
+        parse_target("x.gguf")
+
+
+def test_a_local_file_is_read_only_when_written_as_a_path(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "smollm2-135m").write_bytes(b"GGUF")  # a file named like a model card
+    assert parse_target("smollm2-135m").kind == "card"
+    assert parse_target("./smollm2-135m").kind == "file"
+    for text in ("./smollm2-135m", "/etc/passwd", "~/x.gguf", "x.gguf", "../x"):
+        with pytest.raises(InvalidRequestError, match=r"not a model name|pull a model name"):
+            parse_target(text, allow_files=False)
 
 
 def test_a_local_file_is_named_after_itself(tmp_path: Path) -> None:
@@ -58,7 +72,10 @@ def test_gguf_file_names_map_to_quantizations() -> None:
         "model-fp16.gguf",
         "model-BF16.gguf",
         "mmproj-model-f16.gguf",  # a vision projector, not a model
-        "big-Q6_K-00001-of-00002.gguf",  # split files are not pulled
+        "big-Q6_K-00001-of-00002.gguf",  # a split model: named by its first part
+        "big-Q6_K-00002-of-00002.gguf",
+        "half-Q5_K_M-00001-of-00002.gguf",  # its second part is missing: not offered
+        "Q3_K_L/any-name-00001-of-00001.gguf",  # a folder per quantization
         "README.md",
     ]
     assert gguf_quants(files) == {
@@ -66,7 +83,17 @@ def test_gguf_file_names_map_to_quantizations() -> None:
         "q8_0": "model.q8_0.gguf",
         "f16": "model-fp16.gguf",
         "bf16": "model-BF16.gguf",
+        "q6_k": "big-Q6_K-00001-of-00002.gguf",
+        "q3_k_l": "Q3_K_L/any-name-00001-of-00001.gguf",
     }
+    q6 = choose(repo_choices("o/r", files), "q6_k", "q4_k_m", "o/r")
+    assert q6.parts == ("big-Q6_K-00001-of-00002.gguf", "big-Q6_K-00002-of-00002.gguf")
+    assert "and 1 more parts" in q6.describe()
+
+
+def test_a_single_file_wins_over_a_split_copy_of_the_same_type() -> None:
+    files = ["m-Q8_0-00001-of-00002.gguf", "m-Q8_0-00002-of-00002.gguf", "m-Q8_0.gguf"]
+    assert choose(repo_choices("o/r", files), "q8_0", "q8_0", "o/r").parts == ("m-Q8_0.gguf",)
 
 
 def test_choose_prefers_the_default_then_a_single_file_and_lists_the_rest() -> None:
@@ -76,7 +103,7 @@ def test_choose_prefers_the_default_then_a_single_file_and_lists_the_rest() -> N
     assert choose(single, None, "q4_k_m", "o/r").quant == "q8_0"
     with pytest.raises(InvalidRequestError, match="o/r has no q2_k quantization; available: "):
         choose(both, "q2_k", "q4_k_m", "o/r")
-    with pytest.raises(InvalidRequestError, match="neither single-file GGUF"):
+    with pytest.raises(InvalidRequestError, match="neither GGUF models nor safetensors"):
         choose(repo_choices("o/r", ["README.md"]), None, "q4_k_m", "o/r")
 
 

@@ -22,7 +22,15 @@ def test_awq_quantizes_on_cpu_stores_a_report_and_serves(
     shared_store: SharedStore, shared_server: str
 ) -> None:
     manifest, _ = shared_store.quantize(
-        "--awq", "--group-size", "64", "--report", "--device", "cpu", *AWQ_CALIBRATION
+        "--awq",
+        "--group-size",
+        "64",
+        "--report",
+        "--ppl-tokens",
+        "512",
+        "--device",
+        "cpu",
+        *AWQ_CALIBRATION,
     )
     assert manifest.ref == f"{MODEL}:awq-4bit-g64" and manifest.format == "awq"
     assert manifest.source["library"] == "GPTQModel"

@@ -26,7 +26,15 @@ def test_gptq_quantizes_on_cpu_stores_a_report_and_serves(
     shared_store: SharedStore, shared_server: str
 ) -> None:
     manifest, _ = shared_store.quantize(
-        "--gptq", "--group-size", "64", "--report", "--device", "cpu", *QUICK_CALIBRATION
+        "--gptq",
+        "--group-size",
+        "64",
+        "--report",
+        "--ppl-tokens",
+        "512",
+        "--device",
+        "cpu",
+        *QUICK_CALIBRATION,
     )
     assert manifest.ref == f"{MODEL}:gptq-4bit-g64" and manifest.format == "gptq"
     assert manifest.source["calibration"] == "calibration.txt (4 x 128 tokens)"

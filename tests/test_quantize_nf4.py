@@ -25,7 +25,9 @@ pytestmark = pytest.mark.e2e
 def test_nf4_quantizes_on_cpu_stores_a_report_and_serves(
     shared_store: SharedStore, shared_server: str
 ) -> None:
-    manifest, printed = shared_store.quantize("--nf4", "--report", "--device", "cpu")
+    manifest, printed = shared_store.quantize(
+        "--nf4", "--report", "--ppl-tokens", "512", "--device", "cpu"
+    )
     assert manifest.ref == f"{MODEL}:nf4" and manifest.format == "nf4"
     assert manifest.source["library"] == "bitsandbytes" and "calibration" not in manifest.source
     assert f"perplexity of {MODEL}:hf:" in printed and "on 512 tokens of perplexity.txt" in printed
@@ -63,3 +65,19 @@ def test_a_model_without_a_stored_source_is_fetched_from_its_cards_repository(
     assert made.quant_report is not None and made.quant_report.source_sha256 == source.sha256
     # The downloaded folder went into the store and is gone from downloads/.
     assert not [*store.downloads_dir.glob("*@*"), *store.downloads_dir.glob("*.part")]
+
+
+def test_a_hub_repository_named_as_hf_co_is_downloaded_and_quantized(
+    tmp_path: Path, llmedge_home: Path
+) -> None:
+    folder = build_tiny_llama(tmp_path / "tiny")
+    with FakeHub() as hub:
+        hub.push("someone/Tiny-Llama", {p.name: p for p in folder.iterdir()})
+        env = cli_env(hub, llmedge_home, tmp_path / "hf-home")
+        result = run_llmedge(env, "quantize", "hf.co/someone/Tiny-Llama", "--nf4")
+    assert result.returncode == 0, result.stdout + result.stderr
+    store = Store(llmedge_home / "store")
+    source = store.resolve(ModelRef("hf.co/someone/tiny-llama", "hf"))
+    assert source.source["repo"] == "someone/Tiny-Llama" and source.format == "safetensors"
+    made = store.resolve(ModelRef("hf.co/someone/tiny-llama", "nf4"))
+    assert made.quant_report is not None and made.quant_report.source_sha256 == source.sha256

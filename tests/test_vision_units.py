@@ -107,8 +107,12 @@ def test_tensorrt_without_a_gpu_says_so() -> None:
 @pytest.mark.skipif(
     importlib.util.find_spec("litert_torch") is not None, reason="litert-torch is installed here"
 )
-def test_tflite_without_litert_torch_says_how_to_get_it(tmp_path: Path) -> None:
+def test_tflite_with_a_missing_litert_interpreter_says_how_to_get_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # With neither, llmedge makes its own environment (tests/test_vision_litert_env.py).
     source = load_source("vision.digits:make_cnn", (1, 1, 8, 8))
+    monkeypatch.setenv("LLMEDGE_LITERT_PYTHON", str(tmp_path / "gone" / "python"))
     result = convert_one(ConvertJob(source, tmp_path), TARGETS["tflite"])
     assert result.status == "failed" and "--litert-python" in result.message
     missing = ConvertJob(source, tmp_path, litert_python=tmp_path / "no-python")

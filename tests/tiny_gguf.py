@@ -53,12 +53,28 @@ def _copy_field(writer: Any, reader: Any, key: str) -> None:
 
 def build_tiny_gguf(source: Path, out: Path, seed: int = 0, name: str = "tiny-llama") -> Path:
     """Write the tiny model to `out`, taking the tokenizer from the GGUF at `source`."""
+    return build_tiny_parts(source, out, seed=seed, name=name)[0]
+
+
+def build_tiny_parts(
+    source: Path,
+    out: Path,
+    *,
+    seed: int = 0,
+    name: str = "tiny-llama",
+    max_tensors_per_part: int = 0,
+    last_layer_seed: int | None = None,
+) -> list[Path]:
+    """The tiny model, split into parts of at most `max_tensors_per_part` tensors the way
+    llama.cpp's gguf-split does (`<stem>-00001-of-0000N.gguf`, …; 0: one file). With
+    `last_layer_seed`, only the last layer's weights differ: an update that changes the last
+    part and leaves the others byte for byte the same."""
     import gguf
 
     reader = gguf.GGUFReader(source)
     n_vocab = len(reader.fields["tokenizer.ggml.tokens"].data)
     rng = np.random.default_rng(seed)
-    writer = gguf.GGUFWriter(out, "llama")
+    writer = gguf.GGUFWriter(out, "llama", split_max_tensors=max_tensors_per_part)
     writer.add_name(name)
     writer.add_block_count(N_LAYERS)
     writer.add_context_length(CTX_TRAIN_TOKENS)
@@ -81,6 +97,8 @@ def build_tiny_gguf(source: Path, out: Path, seed: int = 0, name: str = "tiny-ll
     writer.add_tensor("token_embd.weight", matrix(n_vocab, N_EMBD))
     writer.add_tensor("output_norm.weight", np.ones(N_EMBD, dtype=np.float32))
     for i in range(N_LAYERS):
+        if i == N_LAYERS - 1 and last_layer_seed is not None:
+            rng = np.random.default_rng(last_layer_seed)
         block = f"blk.{i}"
         writer.add_tensor(f"{block}.attn_norm.weight", np.ones(N_EMBD, dtype=np.float32))
         writer.add_tensor(f"{block}.attn_q.weight", matrix(N_EMBD, N_EMBD))
@@ -95,4 +113,4 @@ def build_tiny_gguf(source: Path, out: Path, seed: int = 0, name: str = "tiny-ll
     writer.write_kv_data_to_file()
     writer.write_tensors_to_file()
     writer.close()
-    return out
+    return writer.format_shard_names(out)

@@ -14,6 +14,7 @@ from llmedge import (
     GenerationChunk,
     SamplingParams,
 )
+from llmedge.prompting import apply_defaults
 from tui.client import ModelInfo
 
 
@@ -47,7 +48,12 @@ class LocalClient:
     async def stream(
         self, model: str, messages: Sequence[ChatMessage], params: SamplingParams
     ) -> AsyncIterator[GenerationChunk]:
-        prompt = await asyncio.to_thread(self._engine.prepare_chat, model, messages, params)
+        # A created model's system prompt, parameters and template, as the server applies them.
+        defaults = (await asyncio.to_thread(self._engine.resolve, model)).defaults
+        turns, params, template = apply_defaults(defaults, messages, params)
+        prompt = await asyncio.to_thread(
+            self._engine.prepare_chat, model, turns, params, None, template
+        )
         async for chunk in self._engine.stream(prompt):
             yield chunk
 

@@ -2,19 +2,24 @@
 
 litert-torch is the maintained successor of ai-edge-torch and needs no TensorFlow. Its
 dependencies clash with pydantic ≥2.12 (see `litert_worker`), so when it is not importable here
-the conversion runs `litert_worker.py` under the interpreter given as `--litert-python`.
-When both variants are asked for, one run makes both, and the first one's time includes both.
+the conversion runs `litert_worker.py` under another interpreter: `--litert-python`
+(LLMEDGE_LITERT_PYTHON), or the environment llmedge makes for it under LLMEDGE_HOME on first use
+(`litert_env`). When both variants are asked for, one run makes both, and the first one's time
+includes both.
 """
 
 from __future__ import annotations
 
 import importlib.util
 import subprocess
+import sys
 import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from llmedge.errors import ConversionError
+from llmedge.settings import Settings
+from vision.litert_env import litert_python
 from vision.targets import TARGETS
 
 if TYPE_CHECKING:
@@ -25,9 +30,8 @@ if TYPE_CHECKING:
     from vision.targets import Target
 
 LITERT_SETUP = (
-    "litert-torch is not installed here; it pins typing-extensions<4.13, so give it a venv of "
-    "its own: `python -m venv ~/litert && ~/litert/bin/pip install torch==2.13.0 "
-    "'litert-torch>=0.10,<0.11'`, then pass --litert-python ~/litert/bin/python"
+    "give an interpreter that has litert-torch with --litert-python, or unset it (and "
+    "LLMEDGE_LITERT_PYTHON) to let llmedge make one under LLMEDGE_HOME"
 )
 WORKER_TIMEOUT_S = 900
 FP32, INT8 = "tflite", "tflite-int8"
@@ -52,19 +56,22 @@ def convert(job: ConvertJob, target: Target) -> list[Path]:
     make_int8 = target.int8 or (INT8 in job.wanted and job.calib is not None and not int8.exists())
     outputs = {"out": fp32 if make_fp32 else None, "int8_out": int8 if make_int8 else None}
     calib = np.stack(job.calib_batches(INT8)) if make_int8 else None
-    if job.litert_python is not None:
-        _convert_elsewhere(job.litert_python, source.program, outputs, calib, target.name)
-    elif importlib.util.find_spec("litert_torch") is not None:
+    if job.litert_python is None and importlib.util.find_spec("litert_torch") is not None:
         from vision.litert_worker import convert_module
 
         for path, rows in ((outputs["out"], None), (outputs["int8_out"], calib)):
             if path is not None:
                 convert_module(source.program.module(), source.input_shape, path, rows)
     else:
-        raise ConversionError(target.name, LITERT_SETUP)
+        python = job.litert_python or litert_python(Settings().home, _note)
+        _convert_elsewhere(python, source.program, outputs, calib, target.name)
     if not out.exists():
         raise ConversionError(target.name, f"litert-torch wrote no {out.name}")
     return [out]
+
+
+def _note(text: str) -> None:
+    print(f"tflite: {text}", file=sys.stderr, flush=True)
 
 
 def _convert_elsewhere(

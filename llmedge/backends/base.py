@@ -73,9 +73,13 @@ class LoadedModel(Protocol):
     def tokenize(self, text: str) -> list[int]: ...
 
     def render_chat(
-        self, messages: Sequence[ChatMessage], tools: Sequence[dict[str, Any]] | None = None
+        self,
+        messages: Sequence[ChatMessage],
+        tools: Sequence[dict[str, Any]] | None = None,
+        template: str | None = None,
     ) -> str:
-        """The prompt for a conversation, through the model's own chat template."""
+        """The prompt for a conversation, through the model's own chat template (or the Jinja
+        `template` given instead, with the model's special tokens)."""
         ...
 
     def submit(self, job: GenerationSink) -> None:

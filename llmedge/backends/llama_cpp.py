@@ -144,9 +144,12 @@ class LlamaCppModel:
         return result
 
     def render_chat(
-        self, messages: Sequence[ChatMessage], tools: Sequence[dict[str, Any]] | None = None
+        self,
+        messages: Sequence[ChatMessage],
+        tools: Sequence[dict[str, Any]] | None = None,
+        template: str | None = None,
     ) -> str:
-        return self._template.render(messages, tools)
+        return self._template.with_source(template).render(messages, tools)
 
     def submit(self, job: GenerationSink) -> None:
         self._scheduler.submit(job)

@@ -190,9 +190,12 @@ class MlcModel:
         return list(self._tokenizer.encode(text, add_special_tokens=special).ids)
 
     def render_chat(
-        self, messages: Sequence[ChatMessage], tools: Sequence[dict[str, Any]] | None = None
+        self,
+        messages: Sequence[ChatMessage],
+        tools: Sequence[dict[str, Any]] | None = None,
+        template: str | None = None,
     ) -> str:
-        return self._template.render(messages, tools)
+        return self._template.with_source(template).render(messages, tools)
 
     def counters(self) -> Mapping[str, float]:
         return {}

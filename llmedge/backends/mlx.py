@@ -95,9 +95,12 @@ class MlxModel:
         return list(self._tokenizer.encode(text, add_special_tokens=special))
 
     def render_chat(
-        self, messages: Sequence[ChatMessage], tools: Sequence[dict[str, Any]] | None = None
+        self,
+        messages: Sequence[ChatMessage],
+        tools: Sequence[dict[str, Any]] | None = None,
+        template: str | None = None,
     ) -> str:
-        return self._template.render(messages, tools)
+        return self._template.with_source(template).render(messages, tools)
 
     def counters(self) -> Mapping[str, float]:
         return {}

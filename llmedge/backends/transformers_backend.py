@@ -210,9 +210,12 @@ class TransformersModel:
         return ids
 
     def render_chat(
-        self, messages: Sequence[ChatMessage], tools: Sequence[dict[str, Any]] | None = None
+        self,
+        messages: Sequence[ChatMessage],
+        tools: Sequence[dict[str, Any]] | None = None,
+        template: str | None = None,
     ) -> str:
-        return self._template.render(messages, tools)
+        return self._template.with_source(template).render(messages, tools)
 
     def piece(self, token: int) -> bytes:
         """The text one token stands for, as bytes (for logprobs)."""

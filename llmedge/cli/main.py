@@ -13,6 +13,8 @@ from llmedge.errors import LlmedgeError
 # Each module adds its subcommands with `register(subparsers)`; heavy imports wait for the handler.
 COMMAND_MODULES = (
     "models",
+    "update",
+    "create",
     "run",
     "serve",
     "chat",
@@ -21,6 +23,7 @@ COMMAND_MODULES = (
     "vision",
     "fit",
     "route",
+    "client",
 )
 
 
@@ -55,6 +58,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         result: int | None = args.handler(args)
     except LlmedgeError as exc:
         print(f"llmedge: error: {exc}", file=sys.stderr)
+        for note in getattr(exc, "__notes__", ()):
+            print(f"llmedge: {note}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         print(file=sys.stderr)

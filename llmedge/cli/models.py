@@ -35,6 +35,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     pull.add_argument("--name", help="store name (default: the card, repository or file name)")
     pull.add_argument("--revision", help="hub branch, tag or commit (default: main)")
     pull.add_argument("--list", action="store_true", help="show the quantizations on offer")
+    pull.add_argument("--verbose", action="store_true", help="show the converters' output")
     quant = pull.add_mutually_exclusive_group()
     quant.add_argument(
         "--quant", dest="quant", metavar="TYPE", help=f"quantization: {', '.join(QUANT_FLAGS)}"
@@ -48,8 +49,18 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     pull.set_defaults(handler=run_pull)
 
-    listing = subparsers.add_parser("list", aliases=["ls"], help="list stored models")
+    listing = subparsers.add_parser(
+        "list",
+        aliases=["ls"],
+        help="list stored models",
+        description="List stored models. --outdated asks the hub about each pulled one and "
+        "exits 0 when all are current, 1 when some are outdated, 2 when some could not be asked.",
+    )
+    listing.add_argument("models", metavar="MODEL", nargs="*", help="only these (with --outdated)")
     listing.add_argument("--json", action="store_true", help="print JSON")
+    listing.add_argument(
+        "--outdated", action="store_true", help="show which have a newer revision on the hub"
+    )
     listing.set_defaults(handler=run_list)
 
     show = subparsers.add_parser("show", help="show a stored model's facts")
@@ -60,21 +71,35 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     show.add_argument("--template", action="store_true", help="print the whole chat template")
     show.set_defaults(handler=run_show)
 
-    remove = subparsers.add_parser("rm", help="remove a model (every tag, or NAME:TAG)")
+    remove = subparsers.add_parser(
+        "rm",
+        help="remove a model (every tag, NAME:TAG, or NAME:TAG@N)",
+        description="Remove every tag of NAME, one NAME:TAG, or one earlier version NAME:TAG@N "
+        "(`llmedge show NAME:TAG` numbers them); files nothing else uses are deleted.",
+    )
     remove.add_argument("models", metavar="MODEL", nargs="+")
     remove.set_defaults(handler=run_rm)
 
 
 def run_pull(args: argparse.Namespace) -> None:
+    from llmedge.cli.logs import engine_log
+    from llmedge.hub.plan import parse_target
+
+    settings = Settings()
+    store = Store(settings.store_dir)
+    if args.list:
+        return _print_choices(store, parse_target(args.target, args.quant, args.name), args)
+    with engine_log(settings.home, args.verbose, f"pull {args.target}"):
+        _pull(store, args)
+
+
+def _pull(store: Store, args: argparse.Namespace) -> None:
     from pathlib import Path
 
     from llmedge.cli.output import RichReporter, byte_progress, human_bytes
     from llmedge.hub import pull
-    from llmedge.hub.plan import parse_target
+    from llmedge.hub.plan import looks_like_path
 
-    store = Store(Settings().store_dir)
-    if args.list:
-        return _print_choices(store, parse_target(args.target, args.quant, args.name), args)
     path = Path(args.target).expanduser()
     before = {m.ref: m.digest for m in store.manifests()}
     if args.mlx:
@@ -84,7 +109,7 @@ def run_pull(args: argparse.Namespace) -> None:
             manifest = pull_mlx(
                 store, args.target, name=args.name, revision=args.revision, reporter=reporter
             )
-    elif path.is_file():
+    elif looks_like_path(args.target) and path.is_file():
         with byte_progress(path.stat().st_size, "importing") as advance:
             manifest = pull(
                 store, args.target, quant=args.quant, name=args.name, on_progress=advance
@@ -147,30 +172,37 @@ def _print_choices(store: Store, target: Target, args: argparse.Namespace) -> No
     table_console().print(table)
 
 
-def run_list(args: argparse.Namespace) -> None:
+def run_list(args: argparse.Namespace) -> int:
     from rich.table import Table
 
     from llmedge.cli.output import human_bytes, human_count, table_console
 
-    manifests = Store(Settings().store_dir).manifests()
+    store = Store(Settings().store_dir)
+    if args.outdated:
+        from llmedge.cli.update import run_outdated
+
+        return run_outdated(store, args.models)
+    manifests, problems = store.scan()
+    for problem in problems:
+        print(f"llmedge: warning: skipped {problem.path}: {problem.reason}", file=sys.stderr)
     if args.json:
         print(json.dumps([json.loads(m.to_json()) for m in manifests], indent=2))
-        return
+        return 0
     if not manifests:
         print("no models stored yet; run `llmedge pull smollm2-135m` (offline, bundled)")
-        return
+        return 0
     table = Table(box=None, header_style="bold")
     for column in ("NAME", "ID", "SIZE", "PARAMS", "FORMAT", "MODIFIED"):
         table.add_column(column)
     for m in manifests:
         params = human_count(m.facts.parameters) if m.facts else "?"
-        table.add_row(
-            m.ref, m.sha256[:12], human_bytes(m.size_bytes), params, m.format, m.created_at
-        )
+        kind = f"{m.format} ({len(m.parts)} parts)" if m.parts else m.format
+        table.add_row(m.ref, m.sha256[:12], human_bytes(m.size_bytes), params, kind, m.created_at)
     table_console().print(table)
+    return 0
 
 
-def _facts_rows(m: Manifest, earlier_versions: int = 0) -> list[tuple[str, str]]:
+def _facts_rows(m: Manifest, versions: list[int] | None = None) -> list[tuple[str, str]]:
     from llmedge.cli.output import human_bytes, human_count
 
     rows = [
@@ -179,6 +211,11 @@ def _facts_rows(m: Manifest, earlier_versions: int = 0) -> list[tuple[str, str]]
         ("size", human_bytes(m.size_bytes)),
         ("sha256", m.sha256),
     ]
+    for i, part in enumerate(m.parts, 1):
+        rows.append(
+            (f"part {i} of {len(m.parts)}", f"{part.file} ({human_bytes(part.size_bytes)})")
+        )
+    rows += _defaults_rows(m)
     if m.facts:
         f = m.facts
         rows += [
@@ -196,8 +233,24 @@ def _facts_rows(m: Manifest, earlier_versions: int = 0) -> list[tuple[str, str]]
         ("source", ", ".join(f"{k}={v}" for k, v in sorted(m.source.items()))),
         ("pulled", m.created_at),
     ]
-    if earlier_versions:
-        rows.append(("versions", f"{earlier_versions} earlier; `llmedge rollback {m.ref}`"))
+    if versions and len(versions) > 1:
+        numbers = ", ".join(f"{n} (current)" if i == 0 else str(n) for i, n in enumerate(versions))
+        rows.append((
+            "versions",
+            f"{numbers}; `llmedge rollback {m.ref}` or `llmedge rm {m.ref}@{versions[1]}`",
+        ))  # fmt: skip
+    return rows
+
+
+def _defaults_rows(m: Manifest) -> list[tuple[str, str]]:
+    d = m.defaults
+    if d is None:
+        return []
+    rows = [("system prompt", d.system)] if d.system else []
+    if d.parameters:
+        rows.append(("sampling", ", ".join(f"{k}={v}" for k, v in d.parameters.items())))
+    if d.template:
+        rows.append(("template", "its own (`llmedge show --template` prints it)"))
     return rows
 
 
@@ -211,10 +264,11 @@ def _report_rows(m: Manifest) -> list[tuple[str, str]]:
     ]
     if r.perplexity is not None and r.source_perplexity is not None:
         change = r.perplexity_change or 0.0
+        err = f" ± {r.perplexity_error:.3f}" if r.perplexity_error is not None else ""
         rows.append((
             "perplexity",
-            f"{r.perplexity:.3f} ({change:+.2%} vs {r.source_perplexity:.3f} for {r.source}; "
-            f"{r.eval_tokens} tokens of {r.eval_text})",
+            f"{r.perplexity:.3f}{err} ({change:+.2%} vs {r.source_perplexity:.3f} for "
+            f"{r.source}; {r.eval_tokens} tokens of {r.eval_text})",
         ))  # fmt: skip
     return rows
 
@@ -237,7 +291,8 @@ def run_show(args: argparse.Namespace) -> None:
     table = Table(box=None, show_header=False)
     table.add_column(style="bold")
     table.add_column()
-    for key, value in _facts_rows(manifest, len(store.history(manifest.name, manifest.tag))):
+    versions = [n for n, _ in store.versions(manifest.name, manifest.tag)]
+    for key, value in _facts_rows(manifest, versions):
         table.add_row(key, value)
     first_line = template.strip().splitlines()[0] if template.strip() else "(none: ChatML is used)"
     table.add_row("chat template", first_line[:100] + (" …" if len(template) > 100 else ""))
@@ -247,5 +302,5 @@ def run_show(args: argparse.Namespace) -> None:
 def run_rm(args: argparse.Namespace) -> None:
     store = Store(Settings().store_dir)
     for name in args.models:
-        for manifest in store.remove(ModelRef.parse(name)):
-            print(f"removed {manifest.ref}")
+        for ref in store.remove(ModelRef.parse(name)):
+            print(f"removed {ref}")

@@ -11,11 +11,14 @@ from rich.progress import (
     BarColumn,
     DownloadColumn,
     Progress,
+    ProgressColumn,
+    Task,
     TaskID,
     TextColumn,
     TimeRemainingColumn,
     TransferSpeedColumn,
 )
+from rich.text import Text
 
 
 def human_bytes(n: float) -> str:
@@ -48,23 +51,54 @@ def byte_progress(total: int, description: str) -> Iterator[Any]:
         yield lambda n: progress.advance(task, n)
 
 
+class _Count(ProgressColumn):
+    """Bytes as a download column shows them; other units as `done/total unit`."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._bytes = DownloadColumn()
+
+    def render(self, task: Task) -> Text:
+        unit = task.fields.get("unit", "bytes")
+        if unit == "bytes":
+            return self._bytes.render(task)
+        total = f"{task.total:.0f}" if task.total is not None else "?"
+        return Text(f"{task.completed:.0f}/{total} {unit}", style="progress.download")
+
+
+class _Speed(ProgressColumn):
+    """Bytes per second as a download shows them; other units per second."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._bytes = TransferSpeedColumn()
+
+    def render(self, task: Task) -> Text:
+        unit = task.fields.get("unit", "bytes")
+        if unit == "bytes":
+            return self._bytes.render(task)
+        speed = task.finished_speed or task.speed
+        return Text(f"{speed:.0f} {unit}/s" if speed else "", style="progress.data.speed")
+
+
 class RichReporter:
-    """Progress on stderr: a bar per file (bytes, speed, ETA) and one line per step."""
+    """Progress on stderr: a bar per task (bytes, speed, ETA; or tokens) and one line per step."""
 
     def __init__(self) -> None:
         self.console = Console(stderr=True)
         self._progress = Progress(
             TextColumn("{task.description}"),
             BarColumn(),
-            DownloadColumn(),
-            TransferSpeedColumn(),
+            _Count(),
+            _Speed(),
             TimeRemainingColumn(),
             console=self.console,
             transient=True,
         )
         self._task: TaskID | None = None
         self._label = ""
-        self._done_bytes = 0
+        self._unit = "bytes"
+        self._done = 0
 
     def __enter__(self) -> RichReporter:
         if self.console.is_terminal:  # a log file gets the step lines only
@@ -75,26 +109,29 @@ class RichReporter:
         if self.console.is_terminal:
             self._progress.stop()
 
-    def begin(self, label: str, total_bytes: int | None, done_bytes: int = 0) -> None:
-        self._label = label
-        self._done_bytes = done_bytes
-        self._task = self._progress.add_task(label, total=total_bytes, completed=done_bytes)
-        size = human_bytes(total_bytes) if total_bytes is not None else "unknown size"
-        if done_bytes:
-            self.note(f"resuming {label} at {human_bytes(done_bytes)} of {size}")
-        elif not self.console.is_terminal:
-            self.note(f"downloading {label} ({size})")
+    def _amount(self, n: float) -> str:
+        return human_bytes(n) if self._unit == "bytes" else f"{n:.0f} {self._unit}"
 
-    def advance(self, n_bytes: int) -> None:
-        self._done_bytes += n_bytes
+    def begin(self, label: str, total: int | None, done: int = 0, unit: str = "bytes") -> None:
+        self._label, self._unit, self._done = label, unit, done
+        self._task = self._progress.add_task(label, total=total, completed=done, unit=unit)
+        size = self._amount(total) if total is not None else "unknown size"
+        if done:
+            self.note(f"resuming {label} at {self._amount(done)} of {size}")
+        elif not self.console.is_terminal:
+            self.note(f"{'downloading ' if unit == 'bytes' else ''}{label} ({size})")
+
+    def advance(self, n: int) -> None:
+        self._done += n
         if self._task is not None:
-            self._progress.advance(self._task, n_bytes)
+            self._progress.advance(self._task, n)
 
     def end(self) -> None:
         if self._task is not None:
             self._progress.remove_task(self._task)
             self._task = None
-            self.note(f"downloaded {self._label} ({human_bytes(self._done_bytes)})")
+            if self._unit == "bytes":
+                self.note(f"downloaded {self._label} ({human_bytes(self._done)})")
 
     def note(self, text: str) -> None:
         self.console.print(text, highlight=False, markup=False)

@@ -14,8 +14,9 @@ from llmedge.store import Manifest, Store
 if TYPE_CHECKING:
     from llmedge.cli.output import RichReporter
 
-# The calibration defaults live in quantizers.calibration; repeated here so --help needs no import.
-_SAMPLES, _TOKENS = 16, 256
+# The calibration and report defaults live in quantizers (calibration, perplexity); repeated
+# here so --help needs no import.
+_SAMPLES, _TOKENS, _PPL_TOKENS = 16, 256, 8192
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -26,13 +27,17 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
             "Quantize MODEL and store each result as MODEL:TYPE. --to makes GGUF types with "
             "llama.cpp from the F16 (or BF16/F32) version, pulling one first if none is stored. "
             "--gptq, --awq and --nf4 start from the unquantized safetensors version MODEL:hf "
-            "(from --source DIR, or downloaded from the model card's repository) and are served "
-            "by the transformers backend. --report measures perplexity against the unquantized "
-            "source on a text shipped with llmedge and keeps the figures in the manifest "
-            "(`llmedge show`)."
+            "(from --source DIR, downloaded from hf.co/OWNER/REPO, or from the model card's "
+            "repository) and are served by the transformers backend. --report measures "
+            "perplexity, with its standard error, against the unquantized source on a text "
+            "shipped with llmedge and keeps the figures in the manifest (`llmedge show`). "
+            "llama.cpp's and the quantizers' own output goes to the log under LLMEDGE_HOME "
+            "unless --verbose."
         ),
     )
-    quantize.add_argument("model", metavar="MODEL", help="stored model name (or NAME:f16, NAME:hf)")
+    quantize.add_argument(
+        "model", metavar="MODEL", help="stored model name (or NAME:f16, NAME:hf, hf.co/OWNER/REPO)"
+    )
     targets = quantize.add_mutually_exclusive_group(required=True)
     targets.add_argument(
         "--to",
@@ -58,6 +63,16 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
             f"--{method}", dest="method", action="store_const", const=method, help=text
         )
     quantize.add_argument("--report", action="store_true", help="measure perplexity per type")
+    quantize.add_argument(
+        "--ppl-tokens",
+        type=int,
+        default=_PPL_TOKENS,
+        metavar="N",
+        help=f"tokens of the shipped text the report scores (default {_PPL_TOKENS})",
+    )
+    quantize.add_argument(
+        "--verbose", action="store_true", help="show llama.cpp's and the quantizers' output"
+    )
     quantize.add_argument(
         "--threads", type=int, default=None, help="CPU threads for GGUF (default: LLMEDGE_THREADS)"
     )
@@ -115,17 +130,24 @@ def _quantize_hf(args: argparse.Namespace, store: Store, reporter: RichReporter)
         report=args.report,
         device=args.device,
         reporter=reporter,
+        ppl_tokens=args.ppl_tokens,
     )
     return [made]
 
 
 def run_quantize(args: argparse.Namespace) -> None:
+    from llmedge.cli.logs import engine_log
     from llmedge.cli.output import RichReporter
 
-    store = Store(Settings().store_dir)
-    with RichReporter() as reporter:
+    if args.ppl_tokens < 16:
+        from llmedge.errors import InvalidRequestError
+
+        raise InvalidRequestError("--ppl-tokens must be at least 16", param="ppl_tokens")
+    settings = Settings()
+    store = Store(settings.store_dir)
+    with engine_log(settings.home, args.verbose, f"quantize {args.model}"), RichReporter() as r:
         if args.method is not None:
-            made = _quantize_hf(args, store, reporter)
+            made = _quantize_hf(args, store, r)
         else:
             made = import_extra("quantizers.gguf", "llama").quantize_model(
                 store,
@@ -133,7 +155,8 @@ def run_quantize(args: argparse.Namespace) -> None:
                 args.types,
                 report=args.report,
                 threads=args.threads,
-                reporter=reporter,
+                reporter=r,
+                ppl_tokens=args.ppl_tokens,
             )
     print_report(made, args.report)
 
@@ -156,12 +179,20 @@ def print_report(made: list[Manifest], with_perplexity: bool) -> None:
         row = [manifest.ref, human_bytes(manifest.size_bytes), f"{r.bits_per_weight:.2f}"]
         row.append(f"{r.seconds:.2f}")
         if with_perplexity:
-            row += [f"{r.perplexity:.3f}", f"{r.perplexity_change:+.2%}"]
+            row += [_plus_minus(r.perplexity, r.perplexity_error), f"{r.perplexity_change:+.2%}"]
         table.add_row(*row)
     table_console().print(table)
     first = made[0].quant_report
     if with_perplexity and first is not None:
         print(
-            f"perplexity of {first.source}: {first.source_perplexity:.3f} "
+            f"perplexity of {first.source}: "
+            f"{_plus_minus(first.source_perplexity, first.source_perplexity_error)} "
             f"on {first.eval_tokens} tokens of {first.eval_text}"
         )
+
+
+def _plus_minus(value: float | None, error: float | None) -> str:
+    """A figure with its standard error: `12.345 ± 0.120`."""
+    if value is None:
+        return "?"
+    return f"{value:.3f} ± {error:.3f}" if error is not None else f"{value:.3f}"

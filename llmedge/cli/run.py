@@ -11,7 +11,7 @@ from llmedge.settings import Settings, add_settings_flags, settings_from_args
 from llmedge.store import ModelRef, Store
 
 if TYPE_CHECKING:
-    from llmedge.engine import Engine
+    from llmedge.engine import Engine, PreparedPrompt
 
 RUN_SETTINGS = ("ctx_tokens", "threads", "gpu_layers", "memory_budget_bytes")
 
@@ -35,7 +35,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     run.add_argument("--seed", type=int, help="random seed, for repeatable answers")
     run.add_argument("--stop", action="append", default=[], help="stop sequence (repeatable)")
     run.add_argument(
-        "--verbose", action="store_true", help="print speed and token counts to stderr"
+        "--verbose",
+        action="store_true",
+        help="print speed and token counts to stderr, and the engine's own output",
     )
     add_settings_flags(run, RUN_SETTINGS)
     run.set_defaults(handler=run_run)
@@ -66,15 +68,26 @@ def _params(args: argparse.Namespace) -> SamplingParams:
         "max_tokens": args.max_tokens,
         "seed": args.seed,
     }
-    return SamplingParams(
-        stop=tuple(args.stop), **{k: v for k, v in given.items() if v is not None}
-    )
+    values = {k: v for k, v in given.items() if v is not None}
+    named = {*values, *(["stop"] if args.stop else [])}
+    return SamplingParams(stop=tuple(args.stop), **values, given=frozenset(named))
+
+
+def _prepared(
+    engine: Engine, model: str, messages: list[ChatMessage], params: SamplingParams
+) -> PreparedPrompt:
+    """The prompt, with the model's defaults (system prompt, parameters, template) filled in."""
+    from llmedge.prompting import apply_defaults
+
+    defaults = engine.resolve(model).defaults
+    messages, params, template = apply_defaults(defaults, messages, params)
+    return engine.prepare_chat(model, messages, params, template=template)
 
 
 def _answer(
     engine: Engine, model: str, messages: list[ChatMessage], params: SamplingParams
 ) -> GenerationChunk:
-    prompt = engine.prepare_chat(model, messages, params)
+    prompt = _prepared(engine, model, messages, params)
     last = None
     for chunk in engine.stream_sync(prompt):
         sys.stdout.write(chunk.text)
@@ -99,6 +112,7 @@ def _report(last: GenerationChunk) -> None:
 
 
 def run_run(args: argparse.Namespace) -> None:
+    from llmedge.cli.logs import engine_log
     from llmedge.engine import Engine
     from llmedge.hub import ensure_model
 
@@ -108,6 +122,13 @@ def run_run(args: argparse.Namespace) -> None:
     model = ensure_model(store, model or settings.default_model).ref
     system = [ChatMessage("system", args.system)] if args.system else []
     engine = Engine(settings, store)
+    with engine_log(settings.home, args.verbose, "run"):
+        _run(engine, model, prompt, system, args)
+
+
+def _run(
+    engine: Engine, model: str, prompt: str, system: list[ChatMessage], args: argparse.Namespace
+) -> None:
     try:
         if prompt or not sys.stdin.isatty():
             text = prompt or sys.stdin.read()
@@ -131,7 +152,7 @@ def _repl(engine: Engine, model: str, history: list[ChatMessage], args: argparse
             return
         history.append(ChatMessage("user", line))
         reply: list[str] = []
-        prompt = engine.prepare_chat(model, history, _params(args))
+        prompt = _prepared(engine, model, history, _params(args))
         try:
             for chunk in engine.stream_sync(prompt):
                 sys.stdout.write(chunk.text)

@@ -43,8 +43,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     convert.add_argument(
         "--litert-python", type=Path, metavar="PYTHON",
         default=os.environ.get("LLMEDGE_LITERT_PYTHON") or None,
-        help="interpreter with litert-torch, when it is not installed in this one "
-        "(env: LLMEDGE_LITERT_PYTHON)",
+        help="interpreter with litert-torch (default: the one llmedge makes under LLMEDGE_HOME "
+        "on the first TFLite conversion) [env LLMEDGE_LITERT_PYTHON]",
     )  # fmt: skip
     convert.set_defaults(handler=run_convert)
 

@@ -166,14 +166,15 @@ class Engine:
         messages: Sequence[ChatMessage],
         params: SamplingParams,
         tools: Sequence[dict[str, Any]] | None = None,
+        template: str | None = None,
     ) -> PreparedPrompt:
         """A conversation rendered through the model's chat template, ready to generate from.
 
         `model` is a name (leased here) or a lease, which passes to the prompt; on an error the
-        lease is released."""
+        lease is released. `template` replaces the model's own chat template."""
         lease = model if isinstance(model, Lease) else self.lease(model)
         try:
-            text = lease.model.render_chat(messages, tools)
+            text = lease.model.render_chat(messages, tools, template)
             return self._prepare(lease, lease.model.tokenize(text), params)
         except BaseException:
             lease.release()

@@ -11,13 +11,13 @@ from pathlib import Path
 from llmedge.fit.advisor import check_fits
 from llmedge.fit.memory import FitOptions, gpu_layers_that_fit
 from llmedge.fit.shape import ModelShape, shape_from_header
-from llmedge.gguf import read_gguf_header
+from llmedge.gguf import read_model_header
 from llmedge.hardware import probe_host
 
 
 def shape_of_file(path: Path, name: str = "") -> ModelShape:
     """The exact shape of a GGUF file, named `name` (default: the file's stem)."""
-    return shape_from_header(read_gguf_header(path), name=name or path.stem)
+    return shape_from_header(read_model_header(path), name=name or path.stem)
 
 
 def ensure_fits(path: Path, options: FitOptions, budget_bytes: int | None, name: str = "") -> int:

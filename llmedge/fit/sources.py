@@ -26,7 +26,7 @@ def shapes_for(target: str, store: Store) -> list[ModelShape]:
     exact: dict[str, ModelShape] = {}
     for manifest in store.manifests():
         if manifest.name == ref.name and manifest.format == "gguf":
-            blob = store.blob_path(manifest.digest)
+            blob = store.model_file(manifest)
             if blob.is_file():
                 shape = shape_of_file(blob, manifest.name)
                 exact.setdefault(manifest.tag, shape)

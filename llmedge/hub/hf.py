@@ -20,7 +20,7 @@ import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, BinaryIO, cast
 from urllib.parse import urlsplit
 
 from llmedge.errors import (
@@ -33,9 +33,14 @@ from llmedge.errors import (
 )
 from llmedge.progress import HubBar, Reporter
 from llmedge.store import Store
+from llmedge.store.blobs import disk_errors, locked
 
 DEFAULT_ENDPOINT = "https://huggingface.co"
 _HASH_CHUNK_BYTES = 4 << 20
+# What a hub's answers must look like before any of it names a file here.
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+_SHA1 = re.compile(r"^[0-9a-f]{40}$")
+_PATH_PART = re.compile(r"^[^\x00-\x1f/\\:*?\"<>|]+$")
 
 
 @dataclass(frozen=True)
@@ -65,6 +70,7 @@ class RepoSnapshot:
     commit: str
     gated: bool
     files: tuple[HubFile, ...]
+    revision: str = "main"  # what was asked for: a branch, a tag or a commit
 
     def file(self, path: str) -> HubFile:
         for item in self.files:
@@ -109,81 +115,135 @@ def fetch_snapshot(repo: str, revision: str | None = None) -> RepoSnapshot:
             repo, revision=revision or "main", files_metadata=True
         )
     files = tuple(
-        HubFile(
-            path=s.rfilename,
-            size_bytes=s.lfs.size if s.lfs else s.size,
-            sha256=s.lfs.sha256 if s.lfs else None,
-            git_sha1=s.blob_id,
+        checked_file(
+            repo,
+            HubFile(
+                path=s.rfilename,
+                size_bytes=s.lfs.size if s.lfs else s.size,
+                sha256=s.lfs.sha256 if s.lfs else None,
+                git_sha1=s.blob_id,
+            ),
         )
         for s in info.siblings or []
     )
     if not info.sha:
         raise DownloadError(f"{endpoint()} did not say which commit {repo} is at; is it a hub?")
-    return RepoSnapshot(repo=repo, commit=info.sha, gated=bool(info.gated), files=files)
+    if not _SHA1.match(str(info.sha)):
+        raise _hostile(repo, f"a commit id {str(info.sha)[:80]!r}")
+    return RepoSnapshot(repo, info.sha, bool(info.gated), files, revision or "main")
+
+
+def _hostile(repo: str, what: str) -> DownloadError:
+    return DownloadError(
+        f"{endpoint()} sent {what} for {repo}, which is not what a hub sends; nothing was "
+        "downloaded (check HF_ENDPOINT)"
+    )
+
+
+def checked_file(repo: str, file: HubFile) -> HubFile:
+    """`file` as the hub listed it, once its path and hashes are safe to name files by."""
+    parts = file.path.split("/")
+    if (
+        not file.path
+        or file.path.startswith("/")
+        or any(p in ("", ".", "..") or not _PATH_PART.match(p) for p in parts)
+    ):
+        raise _hostile(repo, f"a file name {file.path[:80]!r}")
+    if file.sha256 is not None and not _SHA256.match(file.sha256):
+        raise _hostile(repo, f"an LFS hash {file.sha256[:80]!r} for {file.path}")
+    if file.git_sha1 is not None and not _SHA1.match(file.git_sha1):
+        raise _hostile(repo, f"a git blob id {file.git_sha1[:80]!r} for {file.path}")
+    if file.size_bytes is not None and (
+        isinstance(file.size_bytes, bool)
+        or not isinstance(file.size_bytes, int)
+        or file.size_bytes < 0
+    ):
+        raise _hostile(repo, f"a size {file.size_bytes!r} for {file.path}")
+    return file
 
 
 def download(store: Store, snapshot: RepoSnapshot, file: HubFile, reporter: Reporter) -> Path:
     """Fetch one file into the store's `downloads/` folder, resuming a partial copy; verify it.
 
-    Returns the path of the complete, verified file: the caller moves it where it belongs.
+    Returns the path of the complete, verified file: the caller moves it where it belongs. The
+    partial file is locked while this process appends to it (no lock file is left behind).
     """
     require_hub_client()
-    from filelock import FileLock, Timeout
-    from huggingface_hub import get_hf_file_metadata, hf_hub_url
-    from huggingface_hub.file_download import http_get
-    from huggingface_hub.utils import build_hf_headers  # type: ignore[attr-defined]
-
     if is_offline():
         raise unreachable("HF_HUB_OFFLINE is set")
     partial = store.partial_path(file.key)
-    lock = FileLock(f"{partial}.lock", timeout=0)
+    with disk_errors(store.root, f"downloading {file.path}"), locked(partial) as out:
+        try:
+            expected = file.size_bytes
+            if expected is None or out.tell() != expected:
+                _fetch(store, snapshot, file, out, reporter)
+            _check_hash(snapshot.repo, file, partial, reporter)
+        except BaseException:
+            if out.seek(0, os.SEEK_END) == 0:
+                partial.unlink(missing_ok=True)  # nothing arrived: nothing to resume
+            raise
+    return partial
+
+
+def _fetch(
+    store: Store, snapshot: RepoSnapshot, file: HubFile, out: BinaryIO, reporter: Reporter
+) -> None:
+    """Append the rest of `file` to `out` (over HTTP with Range, or through Xet's chunks)."""
+    from huggingface_hub import get_hf_file_metadata, hf_hub_url
+    from huggingface_hub.file_download import http_get, xet_get
+    from huggingface_hub.utils import build_hf_headers  # type: ignore[attr-defined]
+    from huggingface_hub.utils._runtime import is_xet_available
+
+    url = hf_hub_url(snapshot.repo, file.path, revision=snapshot.commit, endpoint=endpoint())
+    with translated_errors(snapshot.repo):
+        meta = get_hf_file_metadata(url, endpoint=endpoint())
+    expected = file.size_bytes if file.size_bytes is not None else meta.size
+    if expected is not None and out.tell() > expected:
+        out.truncate(0)  # longer than the file can be: not a prefix of it
+        out.seek(0)
+    done = out.tell()
+    if expected is not None:
+        store.check_free_space(expected - done)
+    headers = build_hf_headers()
+    bar = cast(Any, functools.partial(HubBar, reporter, file.path))
     try:
-        lock.acquire()
-    except Timeout:
-        raise DownloadError(
-            f"another llmedge process is downloading {file.path} right now; let it finish"
-        ) from None
-    try:
-        url = hf_hub_url(snapshot.repo, file.path, revision=snapshot.commit, endpoint=endpoint())
-        with translated_errors(snapshot.repo):
-            meta = get_hf_file_metadata(url, endpoint=endpoint())
-        expected = file.size_bytes if file.size_bytes is not None else meta.size
-        if expected is not None and partial.exists() and partial.stat().st_size > expected:
-            partial.unlink()  # longer than the file can be: not a prefix of it
-        done = partial.stat().st_size if partial.exists() else 0
-        if expected is not None:
-            store.check_free_space(expected - done)
-        headers = build_hf_headers()
+        if meta.xet_file_data is not None and is_xet_available():
+            # Xet fetches only the chunks its local cache lacks: an update that changed part
+            # of a file downloads that part. It writes the file whole, from its cache.
+            with translated_errors(snapshot.repo):
+                xet_get(
+                    incomplete_path=Path(out.name),
+                    xet_file_data=meta.xet_file_data,
+                    headers=headers,
+                    expected_size=expected,
+                    displayed_filename=file.path,
+                    tqdm_class=bar,
+                )
+            out.seek(0, os.SEEK_END)
+            return
         if urlsplit(meta.location).netloc != urlsplit(url).netloc:
             headers.pop("authorization", None)  # a CDN gets a signed URL, never the token
-        bar = functools.partial(HubBar, reporter, file.path)
-        with partial.open("ab") as out:
-            try:
-                with translated_errors(snapshot.repo):
-                    http_get(
-                        meta.location,
-                        cast(Any, out),
-                        resume_size=done,
-                        headers=headers,
-                        expected_size=expected,
-                        displayed_filename=file.path,
-                        tqdm_class=cast(Any, bar),
-                    )
-            except OSError as exc:
-                if exc.errno is not None:
-                    raise  # the disk, not the network
-                # http_get found fewer bytes than the file has, without a network error.
-                raise DownloadError(
-                    f"the download of {file.path} stopped at {out.tell()} of {expected} bytes; "
-                    "pull again to resume it"
-                ) from exc
-            finally:
-                out.flush()
-                os.fsync(out.fileno())
-        _check_hash(snapshot.repo, file, partial, reporter)
-        return partial
+        with translated_errors(snapshot.repo):
+            http_get(
+                meta.location,
+                cast(Any, out),
+                resume_size=done,
+                headers=headers,
+                expected_size=expected,
+                displayed_filename=file.path,
+                tqdm_class=bar,
+            )
+    except OSError as exc:
+        if exc.errno is not None:
+            raise  # the disk, not the network
+        # http_get found fewer bytes than the file has, without a network error.
+        raise DownloadError(
+            f"the download of {file.path} stopped at {out.tell()} of {expected} bytes; "
+            "pull again to resume it"
+        ) from exc
     finally:
-        lock.release()
+        out.flush()
+        os.fsync(out.fileno())
 
 
 def download_folder(
@@ -200,11 +260,12 @@ def download_folder(
     slug = re.sub(r"[^A-Za-z0-9._-]", "-", snapshot.repo)
     folder = store.downloads_dir / f"{slug}@{snapshot.commit[:12]}"
     for file in files:
-        destination = folder / file.path
+        destination = folder / file.path  # the path was checked when the listing came in
         if not destination.is_file():
             downloaded = download(store, snapshot, file, reporter)
-            destination.parent.mkdir(parents=True, exist_ok=True)
-            os.replace(downloaded, destination)
+            with disk_errors(store.root, f"downloading {file.path}"):
+                destination.parent.mkdir(parents=True, exist_ok=True)
+                os.replace(downloaded, destination)
     return folder
 
 

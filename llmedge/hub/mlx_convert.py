@@ -20,7 +20,13 @@ from llmedge.errors import ConversionError, InvalidRequestError
 from llmedge.extras import import_mlx
 from llmedge.gguf import ModelFacts
 from llmedge.hub import hf
-from llmedge.hub.plan import is_convertible, name_from_path, parse_target, source_files
+from llmedge.hub.plan import (
+    is_convertible,
+    looks_like_path,
+    name_from_path,
+    parse_target,
+    source_files,
+)
 from llmedge.progress import Reporter
 from llmedge.store import Manifest, ModelRef, Store
 from llmedge.store.folders import store_dir
@@ -114,8 +120,8 @@ def pull_mlx(
 ) -> Manifest:
     """Store `target` converted to MLX 4-bit as `NAME:mlx-q4`."""
     folder = Path(target).expanduser()
-    if folder.is_dir():
-        if not is_convertible(p.name for p in folder.iterdir()):
+    if looks_like_path(target):
+        if not folder.is_dir() or not is_convertible(p.name for p in folder.iterdir()):
             raise InvalidRequestError(
                 f"{folder} is not a Hugging Face model folder (config.json and *.safetensors)",
                 param="model",
@@ -145,6 +151,7 @@ def pull_mlx(
         "kind": "convert",
         "repo": repo,
         "revision": snapshot.commit,
+        "ref": snapshot.revision,
         "endpoint": hf.endpoint(),
         "converter": "mlx-lm",
     }

@@ -14,10 +14,11 @@ from pathlib import Path
 from typing import Protocol, cast
 
 from llmedge.cards import ModelCard, all_cards, embedded_file
-from llmedge.errors import ExtraNotInstalledError, HubUnreachableError, InvalidModelFileError
+from llmedge.errors import ExtraNotInstalledError, HubUnreachableError
 from llmedge.gguf import facts_from_header, read_gguf_header
 from llmedge.gguf.quant_types import DEFAULT_QUANT, FLOAT_TYPES
 from llmedge.hub import hf
+from llmedge.hub.parts import adopt_all, fetch_model_files, model_header
 from llmedge.hub.plan import (
     Choice,
     Target,
@@ -31,6 +32,7 @@ from llmedge.hub.plan import (
 )
 from llmedge.progress import CallbackReporter, Reporter
 from llmedge.store import Manifest, ModelRef, QuantReport, Store, sha256_of
+from llmedge.store.blobs import disk_errors
 
 __all__ = ["embedded_file", "ensure_model", "import_gguf", "name_from_path", "pull"]
 
@@ -120,13 +122,29 @@ def pull(
     on_progress: Progress | None = None,
     reporter: Reporter | None = None,
     revision: str | None = None,
+    allow_files: bool = True,
+    offline_fallback: bool = True,
 ) -> Manifest:
-    """Store the model `target` names: a card name, `name:quant`, `hf.co/OWNER/REPO`, or a .gguf.
+    """Store the model `target` names: a card name, `name:quant`, `hf.co/OWNER/REPO`, or a .gguf
+    written as a path (only with `allow_files`).
 
-    A hub pull checks `revision` (default: main) and stores a new version only when it differs.
+    A hub pull checks `revision` (default: main) and stores a new version only when it differs;
+    with `offline_fallback`, an unreachable hub leaves a stored version as it is.
     """
     report = reporter or CallbackReporter(on_progress)
-    parsed = parse_target(target, quant, name)
+    parsed = parse_target(target, quant, name, allow_files=allow_files)
+    with disk_errors(store.root, f"pulling {target}"):
+        return _pull(store, parsed, revision, report, on_progress, offline_fallback)
+
+
+def _pull(
+    store: Store,
+    parsed: Target,
+    revision: str | None,
+    report: Reporter,
+    on_progress: Progress | None,
+    offline_fallback: bool,
+) -> Manifest:
     if parsed.kind == "file":
         assert parsed.path is not None
         origin = {"kind": "file", "path": str(parsed.path.resolve())}
@@ -141,7 +159,7 @@ def pull(
     repo = choice.repo if choice else parsed.repo
     assert repo is not None
     stored = store.find(ModelRef(parsed.name, choice.quant if choice else parsed.quant))
-    snapshot = _snapshot_or_stored(repo, revision, stored, report)
+    snapshot = _snapshot_or_stored(repo, revision, stored if offline_fallback else None, report)
     if isinstance(snapshot, Manifest):
         return snapshot
     if choice is None:
@@ -195,6 +213,7 @@ def _origin(snapshot: hf.RepoSnapshot, kind: str, **extra: str) -> dict[str, str
         "kind": kind,
         "repo": snapshot.repo,
         "revision": snapshot.commit,
+        "ref": snapshot.revision,
         "endpoint": hf.endpoint(),
         **extra,
     }
@@ -204,30 +223,26 @@ def _pull_gguf(
     store: Store, snapshot: hf.RepoSnapshot, choice: Choice, name: str, reporter: Reporter
 ) -> Manifest:
     assert choice.file is not None
-    file = snapshot.file(choice.file)
+    files = [snapshot.file(path) for path in choice.parts or (choice.file,)]
     ref = ModelRef(name, choice.quant)
     current = store.find(ref)
-    if current is not None and file.sha256 == current.sha256:
+    if current is not None and [p.sha256 for p in current.blobs] == [f.sha256 for f in files]:
         reporter.note(f"{ref} is up to date ({snapshot.repo}@{snapshot.commit[:12]})")
         return current
-    sha256 = file.sha256
-    if sha256 and file.size_bytes and store.has_blob(sha256, file.size_bytes):
-        facts = facts_from_header(read_gguf_header(store.blob_path(sha256)))
-    else:
-        downloaded = hf.download(store, snapshot, file, reporter)
-        try:
-            facts = facts_from_header(read_gguf_header(downloaded))
-        except InvalidModelFileError:
-            downloaded.unlink()  # a file that is not GGUF never enters the store
-            raise
-        sha256 = sha256 or sha256_of(downloaded)
-        store.adopt_blob(downloaded, sha256)
+    fetched = fetch_model_files(store, snapshot, files, reporter)
+    facts = facts_from_header(model_header(fetched))
+    parts = adopt_all(store, fetched)
+    origin = _origin(snapshot, "hub", file=files[0].path)
+    if len(parts) > 1:
+        return store.add_manifest(
+            ref, format="gguf", digest="", size=0, origin=origin, facts=facts, parts=parts
+        )
     return store.add_manifest(
         ref,
         format="gguf",
-        digest=sha256,
-        size=store.blob_path(sha256).stat().st_size,
-        origin=_origin(snapshot, "hub", file=file.path),
+        digest=parts[0].digest,
+        size=parts[0].size_bytes,
+        origin=origin,
         facts=facts,
     )
 

@@ -51,6 +51,10 @@ class ChatTemplate:
         except jinja2.TemplateSyntaxError as exc:
             raise InvalidRequestError(f"the model's chat template does not parse: {exc}") from exc
 
+    def with_source(self, source: str | None) -> ChatTemplate:
+        """This template, or another source with the same special tokens (None: this one)."""
+        return self if source is None else ChatTemplate(source, self.bos_token, self.eos_token)
+
     def render(
         self,
         messages: Sequence[ChatMessage],

@@ -88,7 +88,7 @@ def folder_model_bytes(manifest: Manifest, ctx_tokens: int, parallel: int) -> in
 
 
 def _stored_artifact(store: Store, manifest: Manifest, ctx: int, parallel: int) -> Artifact:
-    blob = store.blob_path(manifest.digest)
+    blob = store.model_file(manifest)
     if manifest.format == "gguf" and blob.is_file():
         needed = _gguf_bytes(shape_of_file(blob, manifest.name), ctx, parallel)
     else:
@@ -137,7 +137,7 @@ def route_model(
     models). Without `probe_all`, only backends that could run one of its formats are probed, so
     loading a GGUF model never imports MLX.
     """
-    ref = ModelRef.parse(name)
+    ref = store.canonical(ModelRef.parse(name))
     host = probe_host()
     artifacts = artifacts_for(store, ref, settings.ctx_tokens, settings.parallel)
     formats = None if probe_all or override else {a.format for a in artifacts}

@@ -4,42 +4,44 @@ Layout under `Settings.store_dir`::
 
     blobs/sha256-<hex>              model files, immutable, named by their sha256
     blobs/sha256-<hex>.verified     size and mtime of the blob when its hash last checked out
-    manifests/<name>/<tag>.json     current version of a reference (blob, facts, provenance)
-    history/<name>/<tag>/<n>.json   earlier versions of that reference, highest n newest (rollback)
+    models/<key>/current.json       the current version of `name:tag` (blobs, facts, provenance)
+    models/<key>/<n>.json           earlier versions, highest n newest (`rollback`, `rm …@n`)
+    splits/<digest>/model-0000i-of-0000N.gguf
+                                    links to the blobs of a split model, named for llama.cpp
     downloads/<hash>.part           interrupted downloads, named by the hash they must have
-    downloads/<hash>.part.lock      held while a process appends to that partial file
     downloads/<repo>@<commit>/      a safetensors revision being gathered for conversion
+    damaged/                        manifests that could not be read when the layout changed
     tmp/                            partial writes; never read, removed on failure
 
-A write goes to a unique file in `tmp/`, is hashed as it is written, then renamed into place, so a
-crash at any point leaves every earlier model usable. A blob's hash is checked again before its
-first use and whenever its size or mtime changes, so a damaged file is reported, never loaded.
-Replacing a version moves the old manifest to `history/`, so its blob stays until it is pruned.
+`<key>` is `name:tag` as one folder name (`llmedge.store.names`), so no two references share a
+folder. A write goes to a unique file in `tmp/`, is hashed as it is written, then renamed into
+place, so a crash at any point leaves every earlier model usable. A blob's hash is checked again
+before its first use and whenever its size or mtime changes, so a damaged file is reported,
+never loaded. Replacing a version keeps the old manifest as `<n>.json`, so its blob stays until
+it is pruned. A manifest that cannot be read is reported and skipped; it never stops the others.
+A store written in the earlier layout (`manifests/<name>/<tag>.json`, `history/<name>/<tag>/`)
+is moved into this one the first time it is opened (`llmedge.store.migrate`).
 """
 
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import os
-import shutil
-import tempfile
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import BinaryIO, Literal
 
 from llmedge.errors import CorruptModelError, InvalidRequestError, ModelNotFoundError, StoreError
-from llmedge.files import write_text_atomic
 from llmedge.gguf import ModelFacts
-from llmedge.store.manifest import Manifest, ModelRef, QuantReport
+from llmedge.store.blobs import BlobCheck, Blobs, disk_errors, sha256_of
+from llmedge.store.maintenance import collect_garbage, verify
+from llmedge.store.manifest import BlobPart, Manifest, ModelDefaults, QuantReport, split_digest
+from llmedge.store.migrate import migrate_old_layout
+from llmedge.store.names import LATEST, ModelRef, ref_from_key
+from llmedge.store.refs import CURRENT, Refs, StoreProblem
 
-__all__ = ["BlobCheck", "Manifest", "ModelRef", "QuantReport", "Store", "sha256_of"]
+__all__ = ["BlobCheck", "Store", "StoreProblem", "sha256_of"]
 
-_CHUNK_BYTES = 4 << 20
-# Room left free on the disk after a write, so that a pull never fills it to the last byte.
-DISK_RESERVE_BYTES = 256 << 20
 # Earlier versions kept per name:tag for `llmedge rollback`; older ones are pruned.
 KEPT_VERSIONS = 2
 
@@ -48,105 +50,121 @@ def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
 
 
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        while chunk := handle.read(_CHUNK_BYTES):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-@dataclass(frozen=True)
-class BlobCheck:
-    """The outcome of re-hashing one blob (or finding a file that should not be there)."""
-
-    path: Path
-    status: Literal["ok", "missing", "truncated", "corrupt", "orphan", "partial"]
-    refs: tuple[str, ...] = ()
-    detail: str = ""
-
-    @property
-    def damaged(self) -> bool:
-        return self.status in ("missing", "truncated", "corrupt")
-
-
 class Store:
     """Blobs and manifests under one folder."""
 
     def __init__(self, root: Path) -> None:
         self.root = root
-        self.blobs_dir = root / "blobs"
-        self.manifests_dir = root / "manifests"
-        self.history_dir = root / "history"
-        self.downloads_dir = root / "downloads"
-        self.tmp_dir = root / "tmp"
+        self.files = Blobs(root)
+        self.blobs_dir = self.files.blobs_dir
+        self.downloads_dir = self.files.downloads_dir
+        self.tmp_dir = self.files.tmp_dir
+        self.models_dir = root / "models"
+        self._refs = Refs(self.models_dir, self.tmp_dir)
+        self.damaged_dir = root / "damaged"
+        self._migrated = False
+
+    @property
+    def refs(self) -> Refs:
+        """The manifest files, once a store of the earlier layout has been moved into place."""
+        if not self._migrated:
+            migrate_old_layout(self.root, self.models_dir, self.damaged_dir, self.tmp_dir)
+            self._migrated = True
+        return self._refs
 
     # --- reading -------------------------------------------------------------------------
 
+    def scan(self) -> tuple[list[Manifest], list[StoreProblem]]:
+        """The current version of every readable reference (by name and tag), and what was
+        skipped."""
+        found: list[Manifest] = []
+        problems: list[StoreProblem] = []
+        for folder in self.refs.folders():
+            manifest = self.refs.current(folder, problems)
+            if manifest is not None:
+                found.append(manifest)
+        return sorted(found, key=lambda m: (m.name, m.tag)), problems
+
     def manifests(self) -> list[Manifest]:
-        """The current version of every stored reference, sorted by name and tag."""
-        return sorted(self._read_all(self.manifests_dir), key=lambda m: (m.name, m.tag))
+        """The current version of every readable reference, sorted by name and tag."""
+        return self.scan()[0]
+
+    def problems(self) -> list[StoreProblem]:
+        """Files the store skips: unreadable manifests, folders that name no model."""
+        return self.scan()[1]
+
+    def canonical(self, ref: ModelRef) -> ModelRef:
+        """`ref`, except that `NAME:latest` means the newest version of NAME when no tag
+        `latest` is stored (Ollama clients add it to every name)."""
+        if ref.tag == LATEST and not (self.refs.folder(ref) / CURRENT).exists():
+            return ModelRef(ref.name)
+        return ref
 
     def find(self, ref: ModelRef) -> Manifest | None:
-        """The manifest `ref` names; with no tag, the newest version of that name."""
-        if ref.tag:
-            path = self._manifest_path(ref.name, ref.tag)
-            return Manifest.from_json(path.read_text(encoding="utf-8")) if path.is_file() else None
-        versions = [m for m in self.manifests() if m.name == ref.name]
+        """The manifest `ref` names; with no tag, the newest version of that name; with `@n`,
+        that version of name:tag."""
+        ref = self.canonical(ref)
+        if ref.version is not None and ref.tag is not None:
+            return dict(self.versions(ref.name, ref.tag)).get(ref.version)
+        if ref.tag is not None:
+            return self.refs.current(self.refs.folder(ref), [])
+        versions = [m for f in self.refs.folders(ref.name) if (m := self.refs.current(f, []))]
         return max(versions, key=lambda m: m.created_at, default=None)
 
     def resolve(self, ref: ModelRef) -> Manifest:
         manifest = self.find(ref)
-        if manifest is None:
-            raise ModelNotFoundError(str(ref), f"run `llmedge pull {ref}`")
-        return manifest
+        if manifest is not None:
+            return manifest
+        ref = self.canonical(ref)
+        problems: list[StoreProblem] = []
+        if ref.tag is not None and (self.refs.folder(ref)).is_dir():
+            self.refs.current(self.refs.folder(ref), problems)
+        if problems:
+            raise CorruptModelError(
+                str(ref),
+                str(problems[0].path),
+                f"its manifest cannot be read: {problems[0].reason}",
+            )
+        raise ModelNotFoundError(str(ref), f"run `llmedge pull {ref}`")
+
+    def versions(self, name: str, tag: str) -> list[tuple[int, Manifest]]:
+        """Every readable version of `name:tag`, numbered, newest (the current one) first."""
+        folder = self.refs.folder(ModelRef(name, tag))
+        current = self.refs.current(folder, [])
+        newest_first = self.refs.earlier(folder, [])[::-1]
+        if current is None:
+            return newest_first
+        return [(current.version or self.refs.next_number(folder), current), *newest_first]
 
     def history(self, name: str, tag: str) -> list[Manifest]:
         """Earlier versions of `name:tag`, newest first."""
-        return [
-            Manifest.from_json(path.read_text(encoding="utf-8"))
-            for path in reversed(self._history_paths(name, tag))
-        ]
+        return [m for _, m in self.refs.earlier(self.refs.folder(ModelRef(name, tag)), [])[::-1]]
 
     def blob_path(self, digest: str) -> Path:
-        return self.blobs_dir / f"sha256-{digest.removeprefix('sha256:')}"
+        return self.files.path(digest)
 
     def has_blob(self, sha256: str, size_bytes: int) -> bool:
-        path = self.blob_path(sha256)
-        return path.is_file() and path.stat().st_size == size_bytes
+        return self.files.has(sha256, size_bytes)
+
+    def model_file(self, manifest: Manifest) -> Path:
+        """The file a backend opens for this version (a split model's first part), unchecked."""
+        if manifest.parts:
+            return self.files.split_first(manifest.digest, manifest.parts)
+        return self.files.path(manifest.digest)
 
     def verified_blob(self, manifest: Manifest) -> Path:
-        """The blob's path, after checking its size and (when it may have changed) its hash."""
-        path = self.blob_path(manifest.digest)
-        try:
-            stat = path.stat()
-        except FileNotFoundError:
-            raise CorruptModelError(manifest.ref, str(path), "its file is missing") from None
-        if stat.st_size != manifest.size_bytes:
-            raise CorruptModelError(
-                manifest.ref,
-                str(path),
-                f"{stat.st_size} bytes on disk, {manifest.size_bytes} expected: truncated",
-            )
-        stamp_path = path.with_name(path.name + ".verified")
-        stamp = f"{stat.st_size} {stat.st_mtime_ns}"
-        with contextlib.suppress(OSError):
-            if stamp_path.read_text() == stamp:
-                return path
-        actual = sha256_of(path)
-        if actual != manifest.sha256:
-            raise CorruptModelError(
-                manifest.ref,
-                str(path),
-                f"sha256 is {actual[:12]}…, {manifest.sha256[:12]}… expected",
-            )
-        self._write_atomic(stamp_path, stamp)
-        return path
+        """`model_file`, after checking the size and (when it may have changed) the hash of
+        every blob it needs."""
+        for part in manifest.blobs:
+            self.files.verified(part, manifest.ref)
+        if manifest.parts:
+            with disk_errors(self.root, f"laying out the parts of {manifest.ref}"):
+                return self.files.lay_out_split(manifest.digest, manifest.parts)
+        return self.files.path(manifest.digest)
 
     def partial_path(self, key: str) -> Path:
         """Where an interrupted download of the file with this hash (`sha256-…`) waits to resume."""
-        self.downloads_dir.mkdir(parents=True, exist_ok=True)
-        return self.downloads_dir / f"{key}.part"
+        return self.files.partial_path(key)
 
     # --- writing -------------------------------------------------------------------------
 
@@ -163,9 +181,10 @@ class Store:
         quant_report: QuantReport | None = None,
     ) -> Manifest:
         """Copy a file into the store (hashing it on the way) and point `ref` at it."""
-        size = source.stat().st_size
-        with source.open("rb") as handle:
-            digest = self._add_blob(handle, size, expected_sha256, on_progress)
+        with disk_errors(self.root, f"storing {source}"):
+            size = source.stat().st_size
+            with source.open("rb") as handle:
+                digest = self.files.add(handle, size, expected_sha256, on_progress)
         return self.add_manifest(
             ref,
             format=format,
@@ -186,197 +205,165 @@ class Store:
         origin: dict[str, str],
         facts: ModelFacts | None,
         quant_report: QuantReport | None = None,
+        parts: tuple[BlobPart, ...] = (),
     ) -> Manifest:
-        """Point `ref` at a stored blob; a different blob already there becomes history."""
+        """Point `ref` at stored blobs (one, or the parts of a split model, whose `digest` and
+        `size` are then computed); a different version already there becomes history."""
         if ref.tag is None:
-            raise InvalidRequestError(f"{ref} needs a tag to be stored")
+            raise InvalidRequestError(f"{ref} needs a tag to be stored", param="model")
+        if parts:
+            digest, size = split_digest([p.digest for p in parts]), sum(p.size_bytes for p in parts)
         manifest = Manifest(
             name=ref.name,
             tag=ref.tag,
             format=format,
-            digest=f"sha256:{digest}",
+            digest=f"sha256:{digest.removeprefix('sha256:')}",
             size_bytes=size,
             created_at=_now(),
             source=origin,
             facts=facts,
             quant_report=quant_report,
+            parts=parts,
         )
-        current = self.find(ref)
-        if current is not None and current.digest != manifest.digest:
-            self._archive(current)
-        self._write_atomic(self._manifest_path(ref.name, ref.tag), manifest.to_json())
-        if current is not None and current.digest != manifest.digest:
-            self._prune_history(ref.name, ref.tag)
+        return self.put(manifest)
+
+    def put(self, manifest: Manifest) -> Manifest:
+        """Make `manifest` the current version of its reference; keep the one it replaces."""
+        folder = self.refs.folder(ModelRef(manifest.name, manifest.tag))
+        with disk_errors(self.root, f"writing the manifest of {manifest.ref}"):
+            if manifest.parts:
+                self.files.lay_out_split(manifest.digest, manifest.parts)
+            current = self.refs.current(folder, [])
+            replaced = current is not None and not current.same_content(manifest)
+            if current is not None and not replaced:
+                manifest = replace(manifest, version=current.version)
+            else:
+                number = self.refs.next_number(folder)
+                if current is not None:
+                    number = max(number, current.version + 1)
+                    archived = replace(current, version=current.version or number)
+                    self.refs.write(folder / f"{archived.version}.json", archived.to_json())
+                    number = max(number, archived.version + 1)
+                manifest = replace(manifest, version=number)
+            self.refs.write(folder / CURRENT, manifest.to_json())
+            if replaced:
+                self._prune_history(folder)
         return manifest
+
+    def copy(
+        self, source: ModelRef, target: ModelRef, defaults: ModelDefaults | None = None
+    ) -> Manifest:
+        """Store `target` (tag default: latest) over the blobs `source` names; with `defaults`
+        (a created model), those on top of the source's own."""
+        found = self.resolve(source)
+        tag = target.tag or LATEST
+        origin = {"kind": "create" if defaults else "copy", "from": found.ref}
+        merged, facts = found.defaults, found.facts
+        if defaults is not None:
+            merged = (found.defaults or ModelDefaults()).merged(defaults)
+            if merged.template is not None and facts is not None:
+                facts = replace(facts, chat_template=merged.template)
+        made = replace(
+            found,
+            name=target.name,
+            tag=tag,
+            created_at=_now(),
+            source=origin,
+            facts=facts,
+            defaults=merged,
+        )
+        return self.put(made)
 
     def rollback(self, ref: ModelRef) -> tuple[Manifest, Manifest]:
         """Make the previous version of `ref` current again; returns (restored, dropped)."""
         current = self.resolve(ref)
-        paths = self._history_paths(current.name, current.tag)
-        if not paths:
+        folder = self.refs.folder(ModelRef(current.name, current.tag))
+        readable = self.refs.earlier(folder, [])
+        if not readable:
             raise ModelNotFoundError(
                 f"{current.ref} (earlier version)",
                 "it has no earlier version to roll back to; `llmedge show` lists what is stored",
             )
-        restored = Manifest.from_json(paths[-1].read_text(encoding="utf-8"))
-        self._write_atomic(self._manifest_path(current.name, current.tag), restored.to_json())
-        paths[-1].unlink()
-        self.collect_garbage()
+        number, restored = readable[-1]
+        with disk_errors(self.root, f"rolling back {current.ref}"):
+            self.refs.write(folder / CURRENT, restored.to_json())
+            (folder / f"{number}.json").unlink()
+            self.collect_garbage()
         return restored, current
 
-    def remove(self, ref: ModelRef) -> list[Manifest]:
-        """Delete the manifests `ref` names (every tag when it has none), then unused blobs."""
-        if ref.tag:
-            removed = [m for m in [self.find(ref)] if m]
+    def remove(self, ref: ModelRef) -> list[str]:
+        """Delete what `ref` names: one earlier version (`@n`), one tag, or every tag of a name
+        (readable or not); then the blobs nothing points to. Returns the references removed."""
+        if ref.version is not None:
+            return [self._remove_version(ref)]
+        ref = self.canonical(ref)
+        if ref.tag is None:
+            folders = self.refs.folders(ref.name)
         else:
-            removed = [m for m in self.manifests() if m.name == ref.name]
-        if not removed:
+            folders = [f for f in [self.refs.folder(ref)] if f.is_dir()]
+        if not folders:
             raise ModelNotFoundError(str(ref), "`llmedge list` shows what is stored")
-        for manifest in removed:
-            self._manifest_path(manifest.name, manifest.tag).unlink(missing_ok=True)
-            shutil.rmtree(self.history_dir / manifest.name / manifest.tag, ignore_errors=True)
-        for base in (self.manifests_dir, self.history_dir):
-            with contextlib.suppress(OSError):
-                (base / ref.name).rmdir()
-        self.collect_garbage()
+        removed = []
+        with disk_errors(self.root, f"removing {ref}"):
+            for folder in folders:
+                found = ref_from_key(folder.name)
+                removed.append(str(found))
+                self.refs.delete(folder)
+            self.collect_garbage()
         return removed
 
+    def _remove_version(self, ref: ModelRef) -> str:
+        versions = dict(self.versions(ref.name, ref.tag or ""))
+        if ref.version not in versions:
+            raise ModelNotFoundError(
+                str(ref), f"`llmedge show {ref.name}:{ref.tag}` lists its versions"
+            )
+        if ref.version == max(versions):
+            raise StoreError(
+                f"{ref} is the current version; `llmedge rollback {ref.name}:{ref.tag}` makes the "
+                f"one before it current, `llmedge rm {ref.name}:{ref.tag}` removes them all"
+            )
+        folder = self.refs.folder(ModelRef(ref.name, ref.tag))
+        with disk_errors(self.root, f"removing {ref}"):
+            (folder / f"{ref.version}.json").unlink()
+            self.collect_garbage()
+        return str(ref)
+
     def collect_garbage(self) -> list[Path]:
-        """Delete blobs no manifest (current or earlier version) points to; returns them."""
-        used = {self.blob_path(m.digest).name for m in self._all_versions()}
-        deleted = []
-        for path in self.blobs_dir.glob("sha256-*"):
-            if path.name.removesuffix(".verified") not in used:
-                path.unlink(missing_ok=True)
-                deleted.append(path)
-        return deleted
+        """Delete blobs and split folders no version points to (nor an unreadable manifest
+        might); returns them."""
+        return collect_garbage(self.files, self.damaged_dir, *self.all_versions())
 
     def verify(self) -> list[BlobCheck]:
-        """Re-hash every blob a version points to; report damage, orphans and partial downloads."""
-        refs: dict[str, list[Manifest]] = {}
-        for manifest in self._all_versions():
-            refs.setdefault(manifest.sha256, []).append(manifest)
-        checks = [self._check_blob(sha, versions) for sha, versions in sorted(refs.items())]
-        for path in sorted(self.blobs_dir.glob("sha256-*")):
-            if not path.name.endswith(".verified") and path.name[7:] not in refs:
-                checks.append(BlobCheck(path, "orphan", detail="no manifest points to it"))
-        for path in sorted(self.downloads_dir.glob("*.part")):
-            size = path.stat().st_size
-            checks.append(BlobCheck(path, "partial", detail=f"{size} bytes, resumed by a pull"))
-        for path in sorted(p for p in self.downloads_dir.glob("*@*") if p.is_dir()):
-            checks.append(BlobCheck(path, "partial", detail="weights waiting to be converted"))
-        return checks
+        """Re-hash every blob a version points to; report damage, orphans, partial downloads
+        and manifests that cannot be read."""
+        with disk_errors(self.root, "verifying the store"):
+            return verify(self.files, *self.all_versions())
 
     def adopt_blob(self, path: Path, sha256: str) -> Path:
         """Move a fully written, already hashed file into place as a blob."""
-        target = self.blob_path(sha256)
-        self.blobs_dir.mkdir(parents=True, exist_ok=True)
-        if target.exists() and target.stat().st_size == path.stat().st_size:
-            path.unlink()
-        else:
-            os.replace(path, target)
-        stat = target.stat()
-        self._write_atomic(
-            target.with_name(target.name + ".verified"), f"{stat.st_size} {stat.st_mtime_ns}"
-        )
-        return target
+        with disk_errors(self.root, "storing a downloaded file"):
+            return self.files.adopt(path, sha256)
 
     def check_free_space(self, size: int) -> None:
-        """Refuse a write of `size` bytes that would leave less than the reserve free."""
-        self.root.mkdir(parents=True, exist_ok=True)
-        free = shutil.disk_usage(self.root).free
-        if free < size + DISK_RESERVE_BYTES:
-            raise StoreError(
-                f"not enough disk space in {self.root}: {size / 2**30:.2f} GiB needed, "
-                f"{free / 2**30:.2f} GiB free; free some space or remove models with `llmedge rm`"
-            )
+        self.files.check_free_space(size)
 
     @contextlib.contextmanager
     def temporary(self, suffix: str = ".part") -> Iterator[Path]:
-        """A unique path under `tmp/`, deleted on the way out unless it was moved away."""
-        self.tmp_dir.mkdir(parents=True, exist_ok=True)
-        fd, name = tempfile.mkstemp(dir=self.tmp_dir, suffix=suffix)
-        os.close(fd)
-        path = Path(name)
-        try:
+        with self.files.temporary(suffix) as path:
             yield path
-        finally:
-            path.unlink(missing_ok=True)
 
     # --- helpers -------------------------------------------------------------------------
 
-    def _manifest_path(self, name: str, tag: str) -> Path:
-        return self.manifests_dir / name / f"{tag}.json"
+    def all_versions(self) -> tuple[list[Manifest], list[StoreProblem]]:
+        """Every readable version, current and earlier, and the files that could not be read."""
+        manifests, problems = self.scan()
+        for folder in self.refs.folders():
+            manifests += [m for _, m in self.refs.earlier(folder, problems)]
+        return manifests, problems
 
-    def _history_paths(self, name: str, tag: str) -> list[Path]:
-        folder = self.history_dir / name / tag
-        paths = [p for p in folder.glob("*.json") if p.stem.isdigit()] if folder.is_dir() else []
-        return sorted(paths, key=lambda p: int(p.stem))
-
-    def _read_all(self, base: Path) -> list[Manifest]:
-        if not base.is_dir():
-            return []
-        return [Manifest.from_json(p.read_text(encoding="utf-8")) for p in base.rglob("*.json")]
-
-    def _all_versions(self) -> list[Manifest]:
-        return self._read_all(self.manifests_dir) + self._read_all(self.history_dir)
-
-    def _archive(self, manifest: Manifest) -> None:
-        paths = self._history_paths(manifest.name, manifest.tag)
-        number = int(paths[-1].stem) + 1 if paths else 1
-        folder = self.history_dir / manifest.name / manifest.tag
-        self._write_atomic(folder / f"{number}.json", manifest.to_json())
-
-    def _prune_history(self, name: str, tag: str) -> None:
-        paths = self._history_paths(name, tag)
-        for path in paths[: max(0, len(paths) - KEPT_VERSIONS)]:
+    def _prune_history(self, folder: Path) -> None:
+        numbered = self.refs.numbered(folder)
+        for _, path in numbered[: max(0, len(numbered) - KEPT_VERSIONS)]:
             path.unlink()
         self.collect_garbage()
-
-    def _check_blob(self, sha256: str, versions: list[Manifest]) -> BlobCheck:
-        path = self.blob_path(sha256)
-        refs = tuple(sorted({m.ref for m in versions}))
-        expected = versions[0].size_bytes
-        stamp = path.with_name(path.name + ".verified")
-        if not path.is_file():
-            return BlobCheck(path, "missing", refs, "the file is gone")
-        size = path.stat().st_size
-        if size != expected:
-            stamp.unlink(missing_ok=True)
-            return BlobCheck(path, "truncated", refs, f"{size} bytes, {expected} expected")
-        actual = sha256_of(path)
-        if actual != sha256:
-            stamp.unlink(missing_ok=True)
-            return BlobCheck(path, "corrupt", refs, f"sha256 is {actual[:12]}…")
-        stat = path.stat()
-        self._write_atomic(stamp, f"{stat.st_size} {stat.st_mtime_ns}")
-        return BlobCheck(path, "ok", refs)
-
-    def _add_blob(
-        self,
-        handle: BinaryIO,
-        size: int,
-        expected_sha256: str | None,
-        on_progress: Callable[[int], None] | None,
-    ) -> str:
-        self.check_free_space(size)
-        digest = hashlib.sha256()
-        with self.temporary() as tmp:
-            with tmp.open("wb") as out:
-                while chunk := handle.read(_CHUNK_BYTES):
-                    digest.update(chunk)
-                    out.write(chunk)
-                    if on_progress:
-                        on_progress(len(chunk))
-                out.flush()
-                os.fsync(out.fileno())
-            actual = digest.hexdigest()
-            if expected_sha256 and actual != expected_sha256:
-                raise CorruptModelError(
-                    "(new download)", str(tmp), f"sha256 {actual}, {expected_sha256} expected"
-                )
-            self.adopt_blob(tmp, actual)
-        return actual
-
-    def _write_atomic(self, path: Path, text: str) -> None:
-        write_text_atomic(path, text, self.tmp_dir)
