@@ -87,6 +87,15 @@ class Settings(BaseSettings):
     max_request_bytes: int = Field(
         8 << 20, ge=1024, le=1 << 30, description="largest request body the server accepts"
     )
+    max_messages: int = Field(
+        2048, ge=1, le=1 << 20, description="most messages one chat request may carry"
+    )
+    allow_hosts: Annotated[tuple[str, ...], NoDecode] = Field(
+        (),
+        description="host names the server answers to besides loopback names, this machine's "
+        "name and the bound address, comma-separated; * allows any (a guard against DNS "
+        "rebinding: a web page whose name now points here is refused)",
+    )
     remote_url: str | None = Field(
         None,
         pattern=r"^https?://[^\s/]+",
@@ -100,16 +109,21 @@ class Settings(BaseSettings):
         None, description="backend to try first wherever it can run the model (e.g. mlc)"
     )
 
-    @field_validator("cors_origins", mode="before")
+    @field_validator("cors_origins", "allow_hosts", mode="before")
     @classmethod
-    def _split_origins(cls, value: object) -> object:
+    def _split_list(cls, value: object) -> object:
         if isinstance(value, str):
-            return tuple(origin.strip() for origin in value.split(",") if origin.strip())
+            return tuple(part.strip() for part in value.split(",") if part.strip())
         return value
 
     @property
     def store_dir(self) -> Path:
         return self.home / "store"
+
+    @property
+    def preflight_dir(self) -> Path:
+        """Where the verdicts of llama.cpp's test loads are kept (`llama_preflight`)."""
+        return self.home / "preflight"
 
     def with_overrides(self, **overrides: Any) -> Settings:
         """A copy with the given fields replaced (None means: keep), validated again."""

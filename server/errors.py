@@ -5,6 +5,8 @@ Under /api/ (the Ollama API) the same error is `{"error": "message"}`, as Ollama
 
 from __future__ import annotations
 
+import errno
+import json
 import logging
 from typing import Any
 
@@ -12,8 +14,10 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import Scope, Send
 
 from llmedge import LlmedgeError
+from llmedge.errors import DiskFullError
 from server.schemas import error_body
 
 log = logging.getLogger("llmedge.server")
@@ -25,6 +29,22 @@ def _shaped(request: Request | None, body: dict[str, Any]) -> dict[str, Any]:
     if request is not None and request.url.path.startswith("/api/"):
         return {"error": body["error"]["message"]}
     return body
+
+
+async def send_error(
+    scope: Scope,
+    send: Send,
+    status: int,
+    body: dict[str, Any],
+    headers: tuple[tuple[bytes, bytes], ...] = (),
+) -> None:
+    """Answer from ASGI middleware with an error `body` in OpenAI's shape (Ollama's under /api)."""
+    if str(scope.get("path", "")).startswith("/api/"):
+        body = {"error": body["error"]["message"]}
+    payload = json.dumps(body).encode()
+    head = [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode())]
+    await send({"type": "http.response.start", "status": status, "headers": [*head, *headers]})
+    await send({"type": "http.response.body", "body": payload})
 
 
 def error_response(exc: LlmedgeError, request: Request | None = None) -> JSONResponse:
@@ -67,6 +87,18 @@ def install_error_handlers(app: FastAPI) -> None:
             status_code=exc.status_code,
             headers=getattr(exc, "headers", None),
         )
+
+    @app.exception_handler(RecursionError)
+    async def _too_deep(request: Request, exc: RecursionError) -> JSONResponse:
+        message = "the request nests too deeply to be read; flatten it"
+        body = error_body(message, "invalid_request_error", None, "invalid_value")
+        return JSONResponse(_shaped(request, body), status_code=400)
+
+    @app.exception_handler(OSError)
+    async def _os_error(request: Request, exc: OSError) -> JSONResponse:
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            return error_response(DiskFullError(exc.filename or "?", "a file"), request)
+        return await _unexpected(request, exc)
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:

@@ -24,6 +24,7 @@ from llmedge import (
     SamplingParams,
 )
 from server.chat_runner import ChatSpec, ChoiceEvent, ChoiceRun, Prepared, prepare_chat
+from server.limits import check_messages
 from server.ollama_models import router as models_router
 from server.ollama_schemas import (
     ChatRequest,
@@ -206,6 +207,7 @@ async def chat(body: ChatRequest, request: Request) -> Any:
     state, params, keep = _checked(body, request)
     if not body.messages:
         return await _load_only(state, body.model, "message", keep)
+    check_messages(state.engine.settings, len(body.messages))
     spec = ChatSpec(
         model=body.model,
         messages=chat_messages(body.messages),

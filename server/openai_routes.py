@@ -19,6 +19,7 @@ from sse_starlette import EventSourceResponse
 from llmedge import ContextLengthExceededError, InvalidRequestError, LlmedgeError, Manifest
 from llmedge.prompting import json_object_grammar, schema_grammar
 from server.chat_runner import ChatSpec, ChoiceEvent, ChoiceRun, Prepared, prepare_chat
+from server.limits import check_messages
 from server.openai_format import ChatShape, TextShape
 from server.schemas import (
     ChatCompletionRequest,
@@ -128,6 +129,7 @@ async def _sse(
 async def chat_completions(body: ChatCompletionRequest, request: Request) -> Any:
     state = server_state(request)
     body.check()
+    check_messages(state.engine.settings, len(body.messages))
     check_max_tokens(state, body.max_completion_tokens or body.max_tokens, "max_tokens")
     spec = _chat_spec(body)
     prepared = await state.run(body.model, lambda: prepare_chat(state.engine, spec))

@@ -6,6 +6,7 @@ import os
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import openai
 import pytest
@@ -59,6 +60,15 @@ def smollm2_gguf() -> Path:
 def tiny_gguf(smollm2_gguf: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A few-MB model llama.cpp runs, with SmolLM2's tokenizer over random weights (`tiny_gguf`)."""
     return build_tiny_gguf(smollm2_gguf, tmp_path_factory.mktemp("tiny") / "tiny.gguf")
+
+
+@pytest.fixture(scope="session")
+def llama_vocab(smollm2_gguf: Path) -> Iterator[Any]:
+    """The real model's vocabulary in llama.cpp (weights not loaded), for grammar checks."""
+    llama_cpp = pytest.importorskip("llama_cpp")
+    model = llama_cpp.Llama(str(smollm2_gguf), vocab_only=True, verbose=False)
+    yield model._model.vocab
+    model.close()
 
 
 @pytest.fixture

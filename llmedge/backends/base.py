@@ -30,6 +30,7 @@ class LoadOptions:
     threads: int
     gpu_layers: int = -1
     parallel: int = 1  # sequences decoded together
+    preflight_dir: Path | None = None  # where a backend keeps what its test loads found
 
 
 @runtime_checkable

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from llmedge.backends.base import Availability, LoadOptions, close_at_exit
+from llmedge.backends.llama_preflight import preflight
 from llmedge.backends.llama_scheduler import BatchScheduler
 from llmedge.errors import (
     BackendUnavailableError,
@@ -51,6 +52,7 @@ class LlamaCppBackend:
         return Availability(True, f"llama-cpp-python {llama_cpp.__version__} ({offload})")
 
     def load(self, path: Path, options: LoadOptions) -> LlamaCppModel:
+        preflight(path, options, _import_llama_cpp().__version__)  # aborts happen in a child
         return LlamaCppModel(path, options)
 
 
@@ -61,6 +63,7 @@ class LlamaCppModel:
         lib = self._lib = _import_llama_cpp()
         model_params = lib.llama_model_default_params()
         model_params.n_gpu_layers = options.gpu_layers
+        model_params.use_mmap = False  # read into memory: a file cut while loaded cannot SIGBUS us
         self._model = lib.llama_model_load_from_file(str(path).encode(), model_params)
         if not self._model:
             raise InvalidModelFileError(str(path), "llama.cpp could not load it")

@@ -120,6 +120,7 @@ class Engine:
             threads=self.settings.threads,
             gpu_layers=self.settings.gpu_layers,
             parallel=self.settings.parallel,
+            preflight_dir=self.settings.preflight_dir,
         )
         while len(self._loaded) >= self.settings.max_loaded_models and self._evict_one():
             pass
