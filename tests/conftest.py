@@ -11,7 +11,7 @@ from typing import Any
 import openai
 import pytest
 from hypothesis import settings as hypothesis_settings
-from server_process import running_server
+from server_process import running_server, share_preflight
 from tiny_gguf import build_tiny_gguf
 
 from llmedge import Settings, Store, find_card
@@ -28,8 +28,10 @@ pytest_plugins = ["hf_quantized"]
 
 @pytest.fixture(autouse=True)
 def llmedge_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """A fresh home for each test, so no test touches the user's store."""
+    """A fresh home for each test, so no test touches the user's store (llama.cpp's pre-flight
+    verdicts are shared, as a home keeps them by file digest: `share_preflight`)."""
     home = tmp_path / "llmedge-home"
+    share_preflight(home)
     monkeypatch.setenv("LLMEDGE_HOME", str(home))
     for name in list(os.environ):
         if name.startswith("LLMEDGE_") and name != "LLMEDGE_HOME":

@@ -67,7 +67,17 @@ def rewrite_gguf(
     return out
 
 
-_SCALAR_FORMATS = {0: "<B", 1: "<b", 2: "<H", 3: "<h", 4: "<I", 5: "<i", 6: "<f", 10: "<Q", 11: "<q"}
+_SCALAR_FORMATS = {
+    0: "<B",
+    1: "<b",
+    2: "<H",
+    3: "<h",
+    4: "<I",
+    5: "<i",
+    6: "<f",
+    10: "<Q",
+    11: "<q",
+}
 
 
 def patch_value(source: Path, out: Path, key: str, value: float) -> Path:

@@ -3,11 +3,11 @@
 llama.cpp answers many malformed files with a failed assertion (SIGABRT) or a crash instead of
 an error, and that would take the server, its other models and every open stream with it. So
 before a file is loaded here for the first time, a child process
-(`python -m llmedge.backends.llama_probe`) loads it with the same options, creates the same
+(`python -m llmedge.backends.llama_probe`) loads it with the same GPU offload, creates a small
 context, tokenizes a short prompt and generates a token, then exits. Only a clean exit lets the
-real load go ahead. The verdict is kept under LLMEDGE_HOME (`preflight/<sha256>-<options>.json`,
-keyed by the file's digest, the options that shape the load and the llama.cpp version), so each
-file pays for this once. A crash is kept as a refusal; what says nothing about the file (the
+real load go ahead. The verdict is kept under LLMEDGE_HOME (`preflight/<sha256>-<load>.json`,
+keyed by the file's digest, the GPU offload and the llama.cpp version), so each file pays for
+this once. A crash is kept as a refusal; what says nothing about the file (the
 child killed for memory, a timeout, a file that changed under it) is not kept and is tried
 again next time.
 
@@ -27,7 +27,7 @@ import re
 import signal
 import subprocess
 import sys
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 from llmedge.backends.base import LoadOptions
@@ -35,6 +35,7 @@ from llmedge.errors import InvalidModelFileError, LlmedgeError
 from llmedge.files import write_text_atomic
 
 PREFLIGHT_TIMEOUT_S = 600.0
+PROBE_CTX_TOKENS = 256
 _PROBE = "llmedge.backends.llama_probe"
 _BLOB_NAME = re.compile(r"^sha256-([0-9a-f]{64})$")
 # Signals that mean llama.cpp itself gave up on the file: kept as a refusal.
@@ -46,7 +47,7 @@ def _key(path: Path, options: LoadOptions, version: str) -> str | None:
     match = _BLOB_NAME.match(path.name)
     if match is None:
         return None  # not a store blob: no digest to keep a verdict under
-    shape = json.dumps([version, options.ctx_tokens, options.parallel, options.gpu_layers])
+    shape = json.dumps([version, options.gpu_layers])
     return f"{match.group(1)}-{hashlib.sha256(shape.encode()).hexdigest()[:12]}"
 
 
@@ -94,7 +95,9 @@ def preflight(path: Path, options: LoadOptions, version: str) -> None:
 
 def _run_child(path: Path, options: LoadOptions) -> tuple[bool, str, bool]:
     """(loaded cleanly, why not, whether the outcome says something about the file)."""
-    shape = {**asdict(options), "preflight_dir": None}
+    # What breaks a file breaks it in any context: the test load keeps the cost of one small one.
+    small = replace(options, ctx_tokens=min(options.ctx_tokens, PROBE_CTX_TOKENS), parallel=1)
+    shape = {**asdict(small), "preflight_dir": None}
     command = [sys.executable, "-m", _PROBE, str(path), json.dumps(shape)]
     # This llmedge, wherever the child starts; and an abort need not start a debugger.
     root = str(Path(__file__).resolve().parents[2])
