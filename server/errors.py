@@ -5,7 +5,6 @@ Under /api/ (the Ollama API) the same error is `{"error": "message"}`, as Ollama
 
 from __future__ import annotations
 
-import errno
 import json
 import logging
 from typing import Any
@@ -17,7 +16,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import Scope, Send
 
 from llmedge import LlmedgeError
-from llmedge.errors import DiskFullError
+from llmedge.files import file_error
 from server.schemas import error_body
 
 log = logging.getLogger("llmedge.server")
@@ -96,9 +95,11 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(OSError)
     async def _os_error(request: Request, exc: OSError) -> JSONResponse:
-        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-            return error_response(DiskFullError(exc.filename or "?", "a file"), request)
-        return await _unexpected(request, exc)
+        error = file_error(exc)
+        if error is None:
+            return await _unexpected(request, exc)
+        log.error("%s", error)
+        return error_response(error, request)
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:

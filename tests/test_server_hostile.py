@@ -130,7 +130,9 @@ def test_a_hostile_chat_template_is_a_400_and_the_server_stays_up(
     served: tuple[Any, str], base: str
 ) -> None:
     process, _ = served
-    load = httpx.post(f"{base}/api/generate", json={"model": "hostile", "prompt": ""}, timeout=TIMEOUT)
+    load = httpx.post(
+        f"{base}/api/generate", json={"model": "hostile", "prompt": ""}, timeout=TIMEOUT
+    )
     assert load.status_code == 200, load.text
     for content, expected in (("divide", "ZeroDivisionError"), ("big", "memory")):
         response = httpx.post(
@@ -159,19 +161,25 @@ def test_a_hostile_chat_template_is_a_400_and_the_server_stays_up(
     assert endless.status_code == 400 and "ran for more than" in endless.text
     assert health and set(health) == {200}
     assert psutil.Process(process.pid).memory_info().rss < 1 << 30
-    fine = httpx.post(f"{base}/v1/chat/completions", json=_chat("hello", "hostile"), timeout=TIMEOUT)
+    fine = httpx.post(
+        f"{base}/v1/chat/completions", json=_chat("hello", "hostile"), timeout=TIMEOUT
+    )
     assert fine.status_code == 200, fine.text
 
 
 def test_a_blob_cut_short_while_loaded_cannot_kill_the_server(
     served: tuple[Any, str], base: str
 ) -> None:
-    response = httpx.post(f"{base}/v1/chat/completions", json=_chat("hi", "hostile"), timeout=TIMEOUT)
+    response = httpx.post(
+        f"{base}/v1/chat/completions", json=_chat("hi", "hostile"), timeout=TIMEOUT
+    )
     assert response.status_code == 200
     home = Path(psutil.Process(served[0].pid).environ()["LLMEDGE_HOME"])
     (manifest,) = (m for m in Store(home / "store").manifests() if m.name == "hostile")
     blob = Store(home / "store").blob_path(manifest.digest)
     os.truncate(blob, blob.stat().st_size // 3)  # weights read into memory: nothing to fault
     for _ in range(2):
-        again = httpx.post(f"{base}/v1/chat/completions", json=_chat("hi", "hostile"), timeout=TIMEOUT)
+        again = httpx.post(
+            f"{base}/v1/chat/completions", json=_chat("hi", "hostile"), timeout=TIMEOUT
+        )
         assert again.status_code == 200, again.text
