@@ -57,7 +57,10 @@ class Settings(BaseSettings):
         64, ge=0, le=100_000, description="requests that may wait for a slot before 503 Busy"
     )
     keep_alive_s: float = Field(
-        300, ge=-1, description="seconds an idle model stays loaded (-1: until evicted)"
+        300,
+        ge=-1,
+        le=100 * 365 * 86400,
+        description="seconds an idle model stays loaded (-1: until evicted)",
     )
     max_loaded_models: int = Field(
         3, ge=1, le=64, description="models kept loaded at once, memory permitting"

@@ -6,6 +6,7 @@ Model management (/api/tags, /api/ps, /api/show, /api/pull, /api/version) is in 
 from __future__ import annotations
 
 import json
+import math
 import re
 import time
 from collections.abc import AsyncIterator, Callable
@@ -48,6 +49,7 @@ def now_rfc3339() -> str:
 
 _DURATION = re.compile(r"(-?\d+(?:\.\d+)?)(ms|s|m|h)")
 _UNIT_S = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+MAX_KEEP_ALIVE_S = 100 * 365 * 86400.0
 
 
 def keep_alive_seconds(value: float | str | None) -> float | None:
@@ -64,7 +66,10 @@ def keep_alive_seconds(value: float | str | None) -> float | None:
         seconds = sum(float(n) * _UNIT_S[u] for n, u in parts)
     else:
         seconds = float(value)
-    return -1.0 if seconds < 0 else seconds
+    if math.isnan(seconds):
+        raise InvalidRequestError("keep_alive is not a number", param="keep_alive")
+    # Negative, or longer than any clock reaches (a century): until the model is evicted.
+    return -1.0 if seconds < 0 or seconds > MAX_KEEP_ALIVE_S else seconds
 
 
 def _stats(last: GenerationChunk | None, started: float, load_s: float) -> dict[str, Any]:

@@ -20,6 +20,7 @@ from llmedge.prompting.json_schema import (
     MAX_PATTERN_REPETITIONS,
     MAX_REPETITIONS,
     MAX_SCHEMA_DEPTH,
+    MAX_SCHEMA_OBJECTS,
     relax_schema,
     schema_grammar,
 )
@@ -103,6 +104,21 @@ def test_an_advisory_schema_drops_bounds_past_the_limits() -> None:
         "properties": {"s": {"type": "string", "maxLength": 18_750, "pattern": "^a{0,99999}$"}},
     }
     assert relax_schema(schema) == {"type": "object", "properties": {"s": {"type": "string"}}}
+
+
+def test_many_optional_members_give_a_grammar_llama_cpp_parses(llama_vocab: Any) -> None:
+    def props(n: int) -> dict[str, Any]:
+        return {f"p{i}": {"type": "integer"} for i in range(n)}
+
+    # Past about a thousand, llama.cpp's guard used to refuse the group around the members.
+    grammar = schema_grammar({"type": "object", "properties": props(2500)})
+    assert grammar_parses(llama_vocab, grammar)
+    assert grammar_allows(llama_vocab, grammar, '{"p0": 1, "p5": 2, "p2400": 3}')
+    assert not grammar_allows(llama_vocab, grammar, '{"p5": 1, "p0": 2}')  # order is kept
+    most = MAX_SCHEMA_OBJECTS - 2  # the object itself and its `properties` count too
+    assert schema_grammar({"type": "object", "properties": props(most)})
+    with pytest.raises(InvalidRequestError, match="objects"):
+        schema_grammar({"type": "object", "properties": props(most + 1)})
 
 
 def test_optional_members_grow_the_grammar_linearly() -> None:

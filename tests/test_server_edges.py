@@ -170,3 +170,16 @@ def test_more_messages_than_the_cap_is_a_400_naming_it(
     if not isinstance(error, str):
         assert error["param"] == param and error["code"] == "too_many_messages"
     assert httpx.post(f"{url}{path}", json={**body, field: turns[:10]}).status_code == 200
+
+
+def test_a_keep_alive_past_any_clock_means_forever_and_ps_still_answers(url: str) -> None:
+    for keep in (1e20, "99999999999999h", 10**30):
+        load = httpx.post(f"{url}/api/generate", json={"model": MODEL, "keep_alive": keep})
+        assert load.status_code == 200, load.text
+        running = httpx.get(f"{url}/api/ps")
+        assert running.status_code == 200 and running.json()["models"]
+    not_a_number = b'{"model": "smollm2-135m", "keep_alive": NaN}'
+    refused = httpx.post(
+        f"{url}/api/generate", content=not_a_number, headers={"content-type": "application/json"}
+    )
+    assert refused.status_code == 400 and "keep_alive" in refused.json()["error"]

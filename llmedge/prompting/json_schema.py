@@ -17,7 +17,13 @@ from collections.abc import Mapping
 from typing import Any
 
 from llmedge.errors import InvalidRequestError
-from llmedge.prompting.schema_rules import QUANTIFIER, check_grammar, converter_class, gbnf_literal
+from llmedge.prompting.schema_rules import (
+    QUANTIFIER,
+    check_grammar,
+    converter_class,
+    gbnf_literal,
+    in_dependency_order,
+)
 
 __all__ = [
     "GrammarBuilder",
@@ -60,6 +66,8 @@ MAX_REPETITIONS = 2000  # minLength, maxLength, minItems, maxItems
 MAX_PATTERN_REPETITIONS = 1000  # each {m,n} in a pattern (written as nested groups)
 MAX_PATTERN_CHARS = 8192
 MAX_SCHEMA_DEPTH = 64  # subschemas inside subschemas
+MAX_SCHEMA_OBJECTS = 10_000  # JSON objects in one schema (each property's schema is one)
+MAX_SCHEMA_VALUES = 100_000  # every value in it, enum entries included
 _BOUNDS = (("minLength", "maxLength"), ("minItems", "maxItems"))
 
 
@@ -120,9 +128,33 @@ def _check_bounds(schema: Mapping[str, Any], param: str, where: str) -> None:
             raise _too_large("pattern", here, match.group(0), MAX_PATTERN_REPETITIONS, param)
 
 
+def _check_size(schema: object, param: str) -> None:
+    """Refuse a schema too large to convert quickly (conversion runs while the request is read)."""
+    objects = values = 0
+    pending = [schema]
+    while pending:
+        value = pending.pop()
+        values += 1
+        if isinstance(value, Mapping):
+            objects += 1
+            pending.extend(value.values())
+        elif isinstance(value, list):
+            pending.extend(value)
+        if objects > MAX_SCHEMA_OBJECTS or values > MAX_SCHEMA_VALUES:
+            raise InvalidRequestError(
+                f"the JSON schema holds more than {MAX_SCHEMA_OBJECTS} objects or "
+                f"{MAX_SCHEMA_VALUES} values, more than this server builds a grammar for; "
+                "simplify it",
+                param=param,
+                code="schema_too_complex",
+            )
+
+
 def check_schema(schema: object, param: str, where: str = "", depth: int = 0) -> None:
-    """Refuse a schema whose every constraint the grammar could not enforce, or whose bounds or
-    nesting are beyond the limits a grammar is built for."""
+    """Refuse a schema whose every constraint the grammar could not enforce, or whose size,
+    bounds or nesting are beyond the limits a grammar is built for."""
+    if depth == 0:
+        _check_size(schema, param)
     if isinstance(schema, bool):
         return
     if not isinstance(schema, Mapping):
@@ -229,14 +261,13 @@ class GrammarBuilder:
             return str(self._converter.visit(copy, name))
         except InvalidRequestError as exc:
             raise InvalidRequestError(str(exc), param=param, code=exc.code) from exc
-        except (
-            AssertionError,
-            AttributeError,
-            ValueError,
-            KeyError,
-            RecursionError,
-            TypeError,
-        ) as exc:
+        except RecursionError as exc:
+            raise InvalidRequestError(
+                "the JSON schema (or a pattern in it) nests too deeply to build a grammar for",
+                param=param,
+                code="schema_too_complex",
+            ) from exc
+        except (AssertionError, AttributeError, ValueError, KeyError, TypeError) as exc:
             raise InvalidRequestError(
                 f"the JSON schema cannot be turned into a grammar: {exc}", param=param
             ) from exc
@@ -250,7 +281,8 @@ class GrammarBuilder:
         if "char" in rules:
             rules["char"] = _JSON_CHAR
         rules["root"] = root
-        text = "\n".join(f"{name} ::= {body}" for name, body in sorted(rules.items()))
+        ordered = in_dependency_order(rules, "root")
+        text = "\n".join(f"{name} ::= {body}" for name, body in ordered)
         return check_grammar(text, self._converter.repetitions, self._param)
 
 

@@ -55,6 +55,34 @@ def repeat(item: str, lo: int, hi: int | None) -> str:
     return f"{item}{{{lo}}}" if lo == hi else f"{item}{{{lo},{hi}}}"
 
 
+_NAME = re.compile(r"[a-zA-Z0-9-]+")
+
+
+def in_dependency_order(rules: dict[str, str], root: str) -> list[tuple[str, str]]:
+    """The rules, each after the rules it mentions where a cycle allows (from `root`, then any
+    others): llama.cpp counts a rule first mentioned inside a repeated group against that group,
+    so defining rules before their use keeps its repetition guard from refusing the grammar."""
+    ordered: dict[str, str] = {}
+    visiting: set[str] = set()
+    for start in [root, *sorted(rules)]:
+        stack = [(start, False)]
+        while stack:
+            name, expanded = stack.pop()
+            if name in ordered or name not in rules:
+                continue
+            if expanded:
+                visiting.discard(name)
+                ordered[name] = rules[name]
+                continue
+            if name in visiting:
+                continue  # a cycle: defined where the walk first finishes it
+            visiting.add(name)
+            stack.append((name, True))
+            mentioned = _NAME.findall(_QUOTED.sub(" ", rules[name]))
+            stack.extend((ref, False) for ref in reversed(mentioned) if ref in rules)
+    return list(ordered.items())
+
+
 def grammar_nesting(text: str) -> int:
     """How deeply groups nest in a grammar's text (literals and character classes skipped)."""
     parens = _QUOTED.sub("", text)
@@ -188,7 +216,10 @@ def converter_class() -> Any:
             for i, (kv, op) in enumerate(optional):
                 first = kv if op == "?" else f"{kv} {later[i]}"
                 starts.append(f"{first} {tails[i + 1]}".strip())
-            return "(" + " | ".join(starts) + ")?"
+            # A rule of its own: llama.cpp refuses `( … )?` around a group that mentions many
+            # rules, but not a rule with many alternatives.
+            members = self._add_rule(_prefixed(name, "members"), " | ".join(starts))
+            return f"{members}?"
 
     return Converter
 
