@@ -4,9 +4,12 @@ grammars llama.cpp cannot parse rewritten, and the checks every finished grammar
 Why the rewrites: llama.cpp's grammar parser recurses once per nested group, and the converter
 writes a bounded repetition as nested optional groups, `(a (a (a)?)?)?`, one level per allowed
 item; a `maxLength` of about 18,750 overflowed the parser's stack and killed the process. Here
-string lengths and item counts are written as `{m,n}`, which the parser takes without nesting,
-and an object's optional members are built in one pass (the converter rebuilt each suffix once
-per optional member, quadratic work, and wrote no comma before extra members).
+string lengths and item counts are written as `{m,n}`, which the parser takes without nesting
+(up to 2000: past that this llama.cpp refuses a minimum and stops enforcing a maximum, so
+`json_schema` refuses larger bounds), and an object's optional members are built in one pass
+(the converter rebuilt each suffix once per optional member, quadratic work, and wrote no comma
+before extra members). Rules are written before the rules that use them, because llama.cpp's
+guard on repetitions counts a rule first named inside a repeated group against that group.
 """
 
 from __future__ import annotations
