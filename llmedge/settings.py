@@ -17,6 +17,8 @@ from pydantic import ByteSize, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 DEFAULT_MODEL = "smollm2-135m"
+# A keep-alive longer than any clock reaches (a century): the model stays until it is evicted.
+MAX_KEEP_ALIVE_S = 100 * 365 * 86400.0
 
 
 def _default_home() -> Path:
@@ -59,7 +61,7 @@ class Settings(BaseSettings):
     keep_alive_s: float = Field(
         300,
         ge=-1,
-        le=100 * 365 * 86400,
+        le=MAX_KEEP_ALIVE_S,
         description="seconds an idle model stays loaded (-1: until evicted)",
     )
     max_loaded_models: int = Field(

@@ -18,7 +18,6 @@ import struct
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -28,9 +27,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
 import httpx  # noqa: E402
-import psutil  # noqa: E402
 from gguf_mutants import flip_bytes, header_length, patch_value, rewrite_gguf  # noqa: E402
-from server_process import server_process, share_preflight  # noqa: E402
+from server_process import MemoryWatch, server_process, share_preflight  # noqa: E402
 from tiny_gguf import build_tiny_gguf  # noqa: E402
 
 from llmedge.cards import embedded_file, find_card  # noqa: E402
@@ -122,26 +120,6 @@ def _clean(done: subprocess.CompletedProcess[str]) -> str | None:
     return None
 
 
-class PeakRss:
-    def __init__(self, pid: int) -> None:
-        self.process = psutil.Process(pid)
-        self.peak = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._poll, daemon=True)
-        self._thread.start()
-
-    def _poll(self) -> None:
-        while not self._stop.wait(0.2):
-            try:
-                self.peak = max(self.peak, self.process.memory_info().rss)
-            except psutil.Error:
-                return
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join()
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--mutants", type=int, default=120)
@@ -160,7 +138,7 @@ def main() -> int:
         share_preflight(home)
         with server_process(home, timeout_s=300) as (process, url):
             base = url.removesuffix("/v1")
-            rss = PeakRss(process.pid)
+            rss = MemoryWatch(process.pid)
             for i, path in enumerate(mutants(tiny, folder, args.mutants, rng)):
                 name = f"m{i}"
                 pulled = _cli(home, "pull", str(path), "--name", name)
@@ -193,7 +171,7 @@ def main() -> int:
         print(f"  {outcome}: {n}")
     print(f"  crashes, tracebacks and answers >= 500: {len(failures)}")
     print(f"  server alive to the end: {alive}; /health afterwards: {health}")
-    print(f"  server peak RSS: {rss.peak / 2**20:.0f} MiB")
+    print(f"  server peak RSS: {rss.peak_rss / 2**20:.0f} MiB")
     for failure in failures[:50]:
         print("  FAIL", failure)
     return 0 if not failures and alive and health == 200 else 1

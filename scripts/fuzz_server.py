@@ -17,7 +17,6 @@ import contextlib
 import json
 import sys
 import tempfile
-import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -28,8 +27,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
 import httpx  # noqa: E402
-import psutil  # noqa: E402
-from server_process import server_process  # noqa: E402
+from server_process import MemoryWatch, server_process  # noqa: E402
 
 MODEL = "smollm2-135m"
 CHAT = "/v1/chat/completions"
@@ -126,32 +124,6 @@ def hostile_cases() -> Iterator[tuple[str, str, dict[str, str], bytes]]:
     yield case("options not a dict", "/api/generate", {"model": MODEL, "options": [1, 2]})
 
 
-class Watch:
-    """Polls the server's memory (and its workers') while the fuzzing runs."""
-
-    def __init__(self, pid: int) -> None:
-        self.process = psutil.Process(pid)
-        self.peak_rss = 0
-        self.peak_with_children = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._poll, daemon=True)
-        self._thread.start()
-
-    def _poll(self) -> None:
-        while not self._stop.wait(0.2):
-            try:
-                own = self.process.memory_info().rss
-                children = sum(c.memory_info().rss for c in self.process.children(recursive=True))
-            except psutil.Error:
-                continue
-            self.peak_rss = max(self.peak_rss, own)
-            self.peak_with_children = max(self.peak_with_children, own + children)
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join()
-
-
 def run_hostile(
     base: str, statuses: Counter[int], failures: list[str], verbose: bool = False
 ) -> int:
@@ -228,7 +200,7 @@ def main() -> int:
         env = {"LLMEDGE_MAX_TOKENS_LIMIT": "4"}
         with server_process(Path(home), env=env, timeout_s=300) as (process, url):
             base = url.removesuffix("/v1")
-            watch = Watch(process.pid)
+            watch = MemoryWatch(process.pid)
             hostile = run_hostile(base, statuses, failures, args.verbose)
             generated = 0
             if not args.hostile_only:

@@ -24,6 +24,7 @@ from llmedge import (
     LlmedgeError,
     SamplingParams,
 )
+from llmedge.settings import MAX_KEEP_ALIVE_S
 from server.chat_runner import ChatSpec, ChoiceEvent, ChoiceRun, Prepared, prepare_chat
 from server.limits import check_messages
 from server.ollama_models import router as models_router
@@ -49,7 +50,6 @@ def now_rfc3339() -> str:
 
 _DURATION = re.compile(r"(-?\d+(?:\.\d+)?)(ms|s|m|h)")
 _UNIT_S = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
-MAX_KEEP_ALIVE_S = 100 * 365 * 86400.0
 
 
 def keep_alive_seconds(value: float | str | None) -> float | None:
@@ -68,7 +68,7 @@ def keep_alive_seconds(value: float | str | None) -> float | None:
         seconds = float(value)
     if math.isnan(seconds):
         raise InvalidRequestError("keep_alive is not a number", param="keep_alive")
-    # Negative, or longer than any clock reaches (a century): until the model is evicted.
+    # Negative, or past any clock (MAX_KEEP_ALIVE_S): until the model is evicted.
     return -1.0 if seconds < 0 or seconds > MAX_KEEP_ALIVE_S else seconds
 
 

@@ -86,3 +86,32 @@ def running_server(
     environment it starts with."""
     with server_process(home, *args, timeout_s=timeout_s, env=env) as (_, url):
         yield url
+
+
+class MemoryWatch:
+    """Polls a process's resident memory, and its children's, until `stop`: the peaks in bytes."""
+
+    def __init__(self, pid: int) -> None:
+        import psutil
+
+        self.process = psutil.Process(pid)
+        self.error = psutil.Error
+        self.peak_rss = 0
+        self.peak_with_children = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._poll, daemon=True)
+        self._thread.start()
+
+    def _poll(self) -> None:
+        while not self._stop.wait(0.2):
+            try:
+                own = self.process.memory_info().rss
+                children = sum(c.memory_info().rss for c in self.process.children(recursive=True))
+            except self.error:
+                continue
+            self.peak_rss = max(self.peak_rss, own)
+            self.peak_with_children = max(self.peak_with_children, own + children)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
