@@ -163,6 +163,29 @@ class HashMismatchError(DownloadError):
         )
 
 
+class ServerStartError(LlmedgeError, OSError):
+    """The server could not start listening: a port taken, an address this host lacks."""
+
+    def __init__(self, host: str, port: int, reason: str) -> None:
+        self.host = host
+        self.port = port
+        super().__init__(f"cannot listen on {host}:{port}: {reason}")
+
+
+class DiskFullError(LlmedgeError, OSError):
+    """A write that failed for lack of disk space (or quota) where llmedge keeps its files."""
+
+    http_status = 507
+    code = "insufficient_storage"
+
+    def __init__(self, path: str, what: str) -> None:
+        self.path = path
+        super().__init__(
+            f"no disk space left to write {what} ({path}); free some space on that disk, or "
+            "remove models with `llmedge rm NAME` (`llmedge list` shows their sizes)"
+        )
+
+
 class StoreError(LlmedgeError):
     """A store operation that cannot be carried out (no disk space, a name that is not allowed)."""
 

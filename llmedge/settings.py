@@ -17,6 +17,8 @@ from pydantic import ByteSize, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 DEFAULT_MODEL = "smollm2-135m"
+# A keep-alive longer than any clock reaches (a century): the model stays until it is evicted.
+MAX_KEEP_ALIVE_S = 100 * 365 * 86400.0
 
 
 def _default_home() -> Path:
@@ -57,7 +59,10 @@ class Settings(BaseSettings):
         64, ge=0, le=100_000, description="requests that may wait for a slot before 503 Busy"
     )
     keep_alive_s: float = Field(
-        300, ge=-1, description="seconds an idle model stays loaded (-1: until evicted)"
+        300,
+        ge=-1,
+        le=MAX_KEEP_ALIVE_S,
+        description="seconds an idle model stays loaded (-1: until evicted)",
     )
     max_loaded_models: int = Field(
         3, ge=1, le=64, description="models kept loaded at once, memory permitting"
@@ -87,6 +92,15 @@ class Settings(BaseSettings):
     max_request_bytes: int = Field(
         8 << 20, ge=1024, le=1 << 30, description="largest request body the server accepts"
     )
+    max_messages: int = Field(
+        2048, ge=1, le=1 << 20, description="most messages one chat request may carry"
+    )
+    allow_hosts: Annotated[tuple[str, ...], NoDecode] = Field(
+        (),
+        description="host names the server answers to besides loopback names, this machine's "
+        "name and the bound address, comma-separated; * allows any (a guard against DNS "
+        "rebinding: a web page whose name now points here is refused)",
+    )
     remote_url: str | None = Field(
         None,
         pattern=r"^https?://[^\s/]+",
@@ -100,16 +114,21 @@ class Settings(BaseSettings):
         None, description="backend to try first wherever it can run the model (e.g. mlc)"
     )
 
-    @field_validator("cors_origins", mode="before")
+    @field_validator("cors_origins", "allow_hosts", mode="before")
     @classmethod
-    def _split_origins(cls, value: object) -> object:
+    def _split_list(cls, value: object) -> object:
         if isinstance(value, str):
-            return tuple(origin.strip() for origin in value.split(",") if origin.strip())
+            return tuple(part.strip() for part in value.split(",") if part.strip())
         return value
 
     @property
     def store_dir(self) -> Path:
         return self.home / "store"
+
+    @property
+    def preflight_dir(self) -> Path:
+        """Where the verdicts of llama.cpp's test loads are kept (`llama_preflight`)."""
+        return self.home / "preflight"
 
     def with_overrides(self, **overrides: Any) -> Settings:
         """A copy with the given fields replaced (None means: keep), validated again."""

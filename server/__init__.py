@@ -3,6 +3,6 @@
 from __future__ import annotations
 
 from server.app import create_app
-from server.main import serve
+from server.main import listen, serve
 
-__all__ = ["create_app", "serve"]
+__all__ = ["create_app", "listen", "serve"]

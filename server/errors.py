@@ -6,6 +6,7 @@ under /v1/messages it is Anthropic's `{"type": "error", "error": {"type", "messa
 
 from __future__ import annotations
 
+import json
 import logging
 from typing import Any
 
@@ -13,8 +14,10 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import Scope, Send
 
 from llmedge import LlmedgeError
+from llmedge.files import file_error
 from server.schemas import error_body
 from server.validation import validation_message
 from server.wire import shape_error
@@ -26,6 +29,20 @@ _HTTP_TYPES = {401: "authentication_error", 404: "not_found_error", 405: "invali
 
 def _shaped(request: Request | None, body: dict[str, Any], status: int) -> dict[str, Any]:
     return body if request is None else shape_error(request.url.path, body, status)
+
+
+async def send_error(
+    scope: Scope,
+    send: Send,
+    status: int,
+    body: dict[str, Any],
+    headers: tuple[tuple[bytes, bytes], ...] = (),
+) -> None:
+    """Answer from ASGI middleware with an error `body`, shaped for the API at the path."""
+    payload = json.dumps(shape_error(str(scope.get("path", "")), body, status)).encode()
+    head = [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode())]
+    await send({"type": "http.response.start", "status": status, "headers": [*head, *headers]})
+    await send({"type": "http.response.body", "body": payload})
 
 
 def error_response(exc: LlmedgeError, request: Request | None = None) -> JSONResponse:
@@ -57,6 +74,20 @@ def install_error_handlers(app: FastAPI) -> None:
             status_code=exc.status_code,
             headers=getattr(exc, "headers", None),
         )
+
+    @app.exception_handler(RecursionError)
+    async def _too_deep(request: Request, exc: RecursionError) -> JSONResponse:
+        message = "the request nests too deeply to be read; flatten it"
+        body = error_body(message, "invalid_request_error", None, "invalid_value")
+        return JSONResponse(_shaped(request, body, 400), status_code=400)
+
+    @app.exception_handler(OSError)
+    async def _os_error(request: Request, exc: OSError) -> JSONResponse:
+        error = file_error(exc)
+        if error is None:
+            return await _unexpected(request, exc)
+        log.error("%s", error)
+        return error_response(error, request)
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:

@@ -6,6 +6,7 @@ Model management (/api/tags, /api/ps, /api/show, /api/pull, /api/version) is in 
 from __future__ import annotations
 
 import json
+import math
 import re
 import time
 from collections.abc import AsyncIterator, Callable
@@ -25,7 +26,9 @@ from llmedge import (
     LlmedgeError,
     SamplingParams,
 )
+from llmedge.settings import MAX_KEEP_ALIVE_S
 from server.chat_runner import ChatSpec, ChoiceEvent, Prepared, prepare_chat
+from server.limits import check_messages
 from server.ollama_models import router as models_router
 from server.ollama_schemas import (
     ChatRequest,
@@ -66,7 +69,10 @@ def keep_alive_seconds(value: float | str | None) -> float | None:
         seconds = sum(float(n) * _UNIT_S[u] for n, u in parts)
     else:
         seconds = float(value)
-    return -1.0 if seconds < 0 else seconds
+    if math.isnan(seconds):
+        raise InvalidRequestError("keep_alive is not a number", param="keep_alive")
+    # Negative, or past any clock (MAX_KEEP_ALIVE_S): until the model is evicted.
+    return -1.0 if seconds < 0 or seconds > MAX_KEEP_ALIVE_S else seconds
 
 
 def _stats(last: GenerationChunk | None, started: float, load_s: float) -> dict[str, Any]:
@@ -224,6 +230,7 @@ async def chat(body: ChatRequest, request: Request) -> Any:
     state, params, keep = _checked(body, request)
     if not body.messages:
         return await _load_only(state, body.model, "message", keep)
+    check_messages(state.engine.settings, len(body.messages))
     spec = ChatSpec(
         model=body.model,
         messages=chat_messages(body.messages),

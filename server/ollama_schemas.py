@@ -9,6 +9,7 @@ only (`mirostat: 0`, `typical_p: 1`) and refused by name otherwise.
 from __future__ import annotations
 
 import json
+from collections import deque
 from collections.abc import Mapping
 from typing import Annotated, Any, ClassVar, Literal
 
@@ -156,15 +157,24 @@ class OllamaMessage(LenientModel):
 
 def chat_messages(messages: list[OllamaMessage]) -> list[ChatMessage]:
     """Ollama's messages as llmedge's: calls get ids, and each tool result the id of the earliest
-    unanswered call to that tool (Ollama matches results to calls by name and order)."""
+    unanswered call to that tool (Ollama matches results to calls by name and order). Linear in
+    the number of messages: unanswered calls wait in one queue per tool name and one overall."""
     result: list[ChatMessage] = []
-    unanswered: list[ToolCall] = []
+    by_name: dict[str, deque[ToolCall]] = {}
+    waiting: deque[ToolCall] = deque()  # every unanswered call, oldest first
+    answered: set[str] = set()
+
+    def earliest(queue: deque[ToolCall]) -> ToolCall | None:
+        while queue and queue[0].id in answered:
+            queue.popleft()
+        return queue.popleft() if queue else None
+
     for i, message in enumerate(messages):
         if message.role == "tool":
-            match = next((c for c in unanswered if c.name == message.tool_name), None)
-            match = match or (unanswered[0] if unanswered else None)
+            named = by_name.get(message.tool_name) if message.tool_name is not None else None
+            match = (earliest(named) if named else None) or earliest(waiting)
             if match is not None:
-                unanswered.remove(match)
+                answered.add(match.id)
             call_id = match.id if match else None
             result.append(ChatMessage("tool", message.content, (), call_id, message.tool_name))
             continue
@@ -172,7 +182,9 @@ def chat_messages(messages: list[OllamaMessage]) -> list[ChatMessage]:
             ToolCall(f"call_{i}_{k}", c.function.name, json.dumps(c.function.arguments))
             for k, c in enumerate(message.tool_calls or ())
         )
-        unanswered.extend(calls)
+        for call in calls:
+            by_name.setdefault(call.name, deque()).append(call)
+            waiting.append(call)
         result.append(ChatMessage(message.role, message.content, calls))
     return result
 

@@ -32,6 +32,7 @@ from server.chat_runner import (
     Prepared,
     prepare_chat,
 )
+from server.limits import check_messages
 from server.openai_format import ChatShape, TextShape, usage_json
 from server.schemas import (
     ChatCompletionRequest,
@@ -160,6 +161,7 @@ async def _sse(
 async def chat_completions(body: ChatCompletionRequest, request: Request) -> Any:
     state = server_state(request)
     body.check()
+    check_messages(state.engine.settings, len(body.messages))
     check_max_tokens(state, body.max_completion_tokens or body.max_tokens, "max_tokens")
     spec = _chat_spec(body)
     run = await state.start(lambda: prepare_chat(state.engine, spec), body.n)

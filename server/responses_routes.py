@@ -16,6 +16,7 @@ from sse_starlette import ServerSentEvent
 from llmedge import GenerationChunk, LlmedgeError, SamplingParams, ToolCall
 from llmedge.prompting import json_object_grammar, schema_grammar
 from server.chat_runner import ChatSpec, ChoiceRun, prepare_chat
+from server.limits import check_messages
 from server.openai_routes import check_max_tokens
 from server.responses_schemas import NamedFunction, ResponsesRequest, SchemaFormat
 from server.state import server_state
@@ -220,6 +221,9 @@ async def _stream(run: ChoiceRun, builder: ResponseBuilder) -> AsyncIterator[Ser
 async def create_response(body: ResponsesRequest, request: Request) -> Any:
     state = server_state(request)
     body.check()
+    check_messages(
+        state.engine.settings, 0 if isinstance(body.input, str) else len(body.input), "input"
+    )
     check_max_tokens(state, body.max_output_tokens, "max_output_tokens")
     spec = _spec(body)
     run = await state.start(lambda: prepare_chat(state.engine, spec))

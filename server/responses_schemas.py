@@ -160,21 +160,32 @@ class ResponsesRequest(ServiceHints):
             raise InvalidRequestError("tool_choice 'required' needs tools", param="tool_choice")
 
     def messages(self) -> list[ChatMessage]:
-        """`instructions` and `input` as one conversation."""
+        """`instructions` and `input` as one conversation (linear in the number of items:
+        consecutive function calls gather into one assistant message)."""
         messages = [ChatMessage("system", self.instructions)] if self.instructions else []
         if isinstance(self.input, str):
             return [*messages, ChatMessage("user", self.input)]
+        calls: list[ToolCall] = []  # calls for the assistant message being gathered
+
+        def flush() -> None:
+            if not calls:
+                return
+            last = messages[-1] if messages else None
+            if last is not None and last.role == "assistant" and not last.tool_calls:
+                messages[-1] = ChatMessage("assistant", last.content, tuple(calls))
+            else:
+                messages.append(ChatMessage("assistant", "", tuple(calls)))
+            calls.clear()
+
         for item in self.input:
+            if isinstance(item, FunctionCallItem):
+                calls.append(ToolCall(item.call_id, item.name, item.arguments))
+                continue
+            flush()
             if isinstance(item, InputMessage):
                 role = "system" if item.role == "developer" else item.role
                 messages.append(ChatMessage(role, item.text))
-            elif isinstance(item, FunctionCallItem):
-                call = ToolCall(item.call_id, item.name, item.arguments)
-                last = messages[-1] if messages else None
-                if last is not None and last.role == "assistant" and not last.tool_call_id:
-                    messages[-1] = ChatMessage("assistant", last.content, (*last.tool_calls, call))
-                else:
-                    messages.append(ChatMessage("assistant", "", (call,)))
             else:
                 messages.append(ChatMessage("tool", item.output, tool_call_id=item.call_id))
+        flush()
         return messages

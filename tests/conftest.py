@@ -6,11 +6,12 @@ import os
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import openai
 import pytest
 from hypothesis import settings as hypothesis_settings
-from server_process import running_server
+from server_process import running_server, share_preflight
 from tiny_gguf import build_tiny_gguf
 
 from llmedge import Settings, Store, find_card
@@ -27,8 +28,10 @@ pytest_plugins = ["hf_quantized"]
 
 @pytest.fixture(autouse=True)
 def llmedge_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """A fresh home for each test, so no test touches the user's store."""
+    """A fresh home for each test, so no test touches the user's store (llama.cpp's pre-flight
+    verdicts are shared, as a home keeps them by file digest: `share_preflight`)."""
     home = tmp_path / "llmedge-home"
+    share_preflight(home)
     monkeypatch.setenv("LLMEDGE_HOME", str(home))
     for name in list(os.environ):
         if name.startswith("LLMEDGE_") and name != "LLMEDGE_HOME":
@@ -59,6 +62,15 @@ def smollm2_gguf() -> Path:
 def tiny_gguf(smollm2_gguf: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A few-MB model llama.cpp runs, with SmolLM2's tokenizer over random weights (`tiny_gguf`)."""
     return build_tiny_gguf(smollm2_gguf, tmp_path_factory.mktemp("tiny") / "tiny.gguf")
+
+
+@pytest.fixture(scope="session")
+def llama_vocab(smollm2_gguf: Path) -> Iterator[Any]:
+    """The real model's vocabulary in llama.cpp (weights not loaded), for grammar checks."""
+    llama_cpp = pytest.importorskip("llama_cpp")
+    model = llama_cpp.Llama(str(smollm2_gguf), vocab_only=True, verbose=False)
+    yield model._model.vocab
+    model.close()
 
 
 @pytest.fixture

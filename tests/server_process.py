@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import atexit
 import os
 import re
 import shutil
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from functools import cache
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 import httpx
 
@@ -20,6 +23,22 @@ CHECKOUT = Path(__file__).resolve().parent.parent
 READY = re.compile(r"llmedge serving (\S+) at (http://\S+)/v1")
 # A server whose test run is killed goes too, never left running (util-linux's setpriv).
 DIE_WITH_PARENT = ["setpriv", "--pdeathsig", "TERM"] if shutil.which("setpriv") else []
+
+
+@cache
+def _verdicts() -> Path:
+    folder = Path(tempfile.mkdtemp(prefix="llmedge-preflight-"))
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    return folder
+
+
+def share_preflight(home: Path) -> None:
+    """Point `home`'s pre-flight verdicts at one folder for this test run: each test's home is
+    fresh, but a file's verdict (kept by its digest) is the same in all of them."""
+    home.mkdir(parents=True, exist_ok=True)
+    link = home / "preflight"
+    if not link.exists():
+        link.symlink_to(_verdicts(), target_is_directory=True)
 
 
 class ServerOutput:
@@ -47,7 +66,7 @@ class ServerOutput:
 
 
 @contextmanager
-def running_server(
+def server_process(
     home: Path,
     *args: str,
     timeout_s: float = 60,
@@ -55,11 +74,12 @@ def running_server(
     output: ServerOutput | None = None,
     preexec_fn: object = None,
     cwd: Path | None = None,
-) -> Iterator[str]:
-    """Yields the server's base URL (ending in /v1) once /health answers; `env` adds to the
-    environment it starts with, `output` collects what it prints, `preexec_fn` runs in the
-    child before it starts (e.g. to set resource limits), `cwd` is its working folder (this
-    checkout stays first on its import path)."""
+) -> Iterator[tuple[subprocess.Popen[str], str]]:
+    """Yields the server process and its base URL (ending in /v1) once /health answers; `env`
+    adds to the environment it starts with, `output` collects what it prints, `preexec_fn` runs
+    in the child before it starts (e.g. to set resource limits), `cwd` is its working folder
+    (this checkout stays first on its import path)."""
+    share_preflight(home)
     env = {**os.environ, **(env or {}), "LLMEDGE_HOME": str(home), "PYTHONUNBUFFERED": "1"}
     if cwd is not None:
         env["PYTHONPATH"] = os.pathsep.join([str(CHECKOUT), env.get("PYTHONPATH", "")])
@@ -92,10 +112,46 @@ def running_server(
         threading.Thread(target=sink.read, args=(process.stdout,), daemon=True).start()
         while httpx.get(f"{url}/health").status_code != 200:
             time.sleep(0.05)
-        yield f"{url}/v1"
+        yield process, f"{url}/v1"
     finally:
         process.terminate()
         try:
             process.wait(timeout=15)
         except subprocess.TimeoutExpired:
             process.kill()
+
+
+@contextmanager
+def running_server(home: Path, *args: str, **options: Any) -> Iterator[str]:
+    """`server_process`, yielding only the base URL."""
+    with server_process(home, *args, **options) as (_, url):
+        yield url
+
+
+class MemoryWatch:
+    """Polls a process's resident memory, and its children's, until `stop`: the peaks in bytes."""
+
+    def __init__(self, pid: int) -> None:
+        import psutil
+
+        self.process = psutil.Process(pid)
+        self.error = psutil.Error
+        self.peak_rss = 0
+        self.peak_with_children = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._poll, daemon=True)
+        self._thread.start()
+
+    def _poll(self) -> None:
+        while not self._stop.wait(0.2):
+            try:
+                own = self.process.memory_info().rss
+                children = sum(c.memory_info().rss for c in self.process.children(recursive=True))
+            except self.error:
+                continue
+            self.peak_rss = max(self.peak_rss, own)
+            self.peak_with_children = max(self.peak_with_children, own + children)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -13,5 +14,6 @@ def test_readme_command_reference_is_current() -> None:
         [sys.executable, str(REPO_ROOT / "scripts" / "gen_cli_reference.py"), "--check"],
         capture_output=True,
         text=True,
+        env={**os.environ, "PYTHONPATH": str(REPO_ROOT)},  # this checkout's CLI, not an install
     )
     assert done.returncode == 0, done.stdout + done.stderr

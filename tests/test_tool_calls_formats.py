@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -111,12 +110,9 @@ def test_the_system_prompt_lists_every_function_schema() -> None:
     assert [json.loads(line)["name"] for line in listed] == ["get_weather", "now"]
 
 
-@pytest.fixture(scope="module")
-def vocab(smollm2_gguf: Path) -> Iterator[Any]:
-    llama_cpp = pytest.importorskip("llama_cpp")
-    model = llama_cpp.Llama(str(smollm2_gguf), vocab_only=True, verbose=False)
-    yield model._model.vocab
-    model.close()
+@pytest.fixture
+def vocab(llama_vocab: Any) -> Any:
+    return llama_vocab
 
 
 def _parses(vocab: Any, grammar: str) -> bool:

@@ -32,6 +32,7 @@ class LoadOptions:
     threads: int
     gpu_layers: int = -1
     parallel: int = 1  # sequences decoded together
+    preflight_dir: Path | None = None  # where a backend keeps what its test loads found
 
 
 class GenerationSink(Protocol):

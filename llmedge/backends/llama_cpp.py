@@ -11,7 +11,9 @@ from pathlib import Path
 from typing import Any
 
 from llmedge.backends.base import Availability, GenerationSink, LoadOptions, close_at_exit
+from llmedge.backends.llama_preflight import preflight
 from llmedge.backends.llama_scheduler import BatchScheduler
+from llmedge.backends.llama_tokens import SpecialTokenSplitter
 from llmedge.errors import (
     BackendUnavailableError,
     ContextLengthExceededError,
@@ -51,6 +53,7 @@ class LlamaCppBackend:
         return Availability(True, f"llama-cpp-python {llama_cpp.__version__} ({offload})")
 
     def load(self, path: Path, options: LoadOptions) -> LlamaCppModel:
+        preflight(path, options, _import_llama_cpp().__version__)  # aborts happen in a child
         return LlamaCppModel(path, options)
 
 
@@ -61,10 +64,13 @@ class LlamaCppModel:
         lib = self._lib = _import_llama_cpp()
         model_params = lib.llama_model_default_params()
         model_params.n_gpu_layers = options.gpu_layers
+        model_params.load_mode = lib.LLAMA_LOAD_MODE_NONE  # read, never mapped: a file cut
+        model_params.lazy_mode = lib.LLAMA_LAZY_MODE_OFF  # while loaded cannot SIGBUS us
         self._model = lib.llama_model_load_from_file(str(path).encode(), model_params)
         if not self._model:
             raise InvalidModelFileError(str(path), "llama.cpp could not load it")
         self._vocab = lib.llama_model_get_vocab(self._model)
+        self._splitter = SpecialTokenSplitter(lib, self._vocab)  # linear in the prompt's length
         self._pieces: dict[int, bytes] = {}
         self._parallel = options.parallel
         self._ctx = self._new_context(options.ctx_tokens * options.parallel, options)
@@ -132,13 +138,7 @@ class LlamaCppModel:
         return self._to_piece(token, special=True).decode("utf-8", "replace") if token >= 0 else ""
 
     def tokenize(self, text: str) -> list[int]:
-        data = text.encode("utf-8")
-        capacity = len(data) + 2
-        tokens = (self._lib.llama_token * capacity)()
-        n = self._lib.llama_tokenize(self._vocab, data, len(data), tokens, capacity, False, True)
-        if n < 0:
-            raise LlmedgeError(f"llama.cpp could not tokenize the prompt ({n})")
-        result = list(tokens[:n])
+        result = self._splitter.tokenize(text)
         if self._add_bos and self._bos >= 0 and (not result or result[0] != self._bos):
             result.insert(0, self._bos)
         return result

@@ -76,11 +76,14 @@ def engine_log(home: Path, verbose: bool, command: str) -> Iterator[Path | None]
     with log:
         log.write(f"\n=== {time.strftime('%Y-%m-%d %H:%M:%S')} llmedge {command}\n")
         log.flush()
+        start = log.tell()
         with _redirected(log):
             try:
                 yield path
             except LlmedgeError as exc:
-                exc.add_note(f"the engine's log is in {path}")  # printed after the error
+                log.flush()
+                if path.stat().st_size > start:  # the engine said something about it
+                    exc.add_note(f"the engine's log is in {path}")  # printed after the error
                 raise
 
 

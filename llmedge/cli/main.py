@@ -9,6 +9,7 @@ from collections.abc import Sequence
 
 from llmedge import __version__
 from llmedge.errors import LlmedgeError
+from llmedge.files import file_error
 
 # Each module adds its subcommands with `register(subparsers)`; heavy imports wait for the handler.
 COMMAND_MODULES = (
@@ -61,6 +62,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         for note in getattr(exc, "__notes__", ()):
             print(f"llmedge: {note}", file=sys.stderr)
         return exc.exit_code
+    except OSError as exc:  # a full disk, a folder that cannot be written: one line, not a trace
+        if (error := file_error(exc)) is None:
+            raise
+        print(f"llmedge: error: {error}", file=sys.stderr)
+        return error.exit_code
     except KeyboardInterrupt:
         print(file=sys.stderr)
         return 130

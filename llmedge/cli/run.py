@@ -6,6 +6,7 @@ import argparse
 import sys
 from typing import TYPE_CHECKING
 
+from llmedge.errors import InvalidRequestError
 from llmedge.generation import ChatMessage, GenerationChunk, SamplingParams
 from llmedge.settings import Settings, add_settings_flags, settings_from_args
 from llmedge.store import ModelRef, Store
@@ -59,6 +60,18 @@ def split_model_and_prompt(
     if model is None and words and _is_model_name(words[0], store):
         return words[0], " ".join(words[1:])
     return model, " ".join(words)
+
+
+def _text(text: str, what: str) -> str:
+    """`text`, refused when it holds bytes that are not UTF-8 (the shell hands those over as
+    lone surrogates, which no tokenizer can encode)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise InvalidRequestError(
+            f"the {what} is not UTF-8 text (at character {exc.start}); send it as UTF-8"
+        ) from None
+    return text
 
 
 def _params(args: argparse.Namespace) -> SamplingParams:
@@ -120,7 +133,7 @@ def run_run(args: argparse.Namespace) -> None:
     store = Store(settings.store_dir)
     model, prompt = split_model_and_prompt(args.words, args.model, store)
     model = ensure_model(store, model or settings.default_model).ref
-    system = [ChatMessage("system", args.system)] if args.system else []
+    system = [ChatMessage("system", _text(args.system, "system message"))] if args.system else []
     engine = Engine(settings, store)
     with engine_log(settings.home, args.verbose, "run"):
         _run(engine, model, prompt, system, args)
@@ -131,7 +144,7 @@ def _run(
 ) -> None:
     try:
         if prompt or not sys.stdin.isatty():
-            text = prompt or sys.stdin.read()
+            text = _text(prompt or sys.stdin.read(), "prompt")
             last = _answer(engine, model, [*system, ChatMessage("user", text)], _params(args))
             if args.verbose:
                 _report(last)

@@ -8,7 +8,7 @@ import sys
 from llmedge.errors import ModelNotFoundError
 from llmedge.settings import CLI_FIELDS, add_settings_flags, settings_from_args
 
-ROUTING_FIELDS = ("remote_url", "remote_key", "prefer_backend")
+ROUTING_FIELDS = ("remote_url", "remote_key", "prefer_backend", "allow_hosts")
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -44,6 +44,14 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         metavar="BACKEND",
         help="backend to try first wherever it can run the model [env LLMEDGE_PREFER_BACKEND]",
     )
+    serve.add_argument(
+        "--allow-host",
+        dest="allow_hosts",
+        action="append",
+        metavar="HOST",
+        help="a host name the server answers to besides loopback names, this machine's name and "
+        "the bound address (repeatable; * allows any) [env LLMEDGE_ALLOW_HOSTS]",
+    )
     add_settings_flags(serve, CLI_FIELDS)
     serve.set_defaults(handler=run_serve)
 
@@ -58,6 +66,7 @@ def run_serve(args: argparse.Namespace) -> None:
 
     server = import_extra("server", "server")
     settings = settings_from_args(args, (*CLI_FIELDS, *ROUTING_FIELDS))
+    sock = server.listen(settings.host, settings.port)  # a taken port fails before any loading
     store = Store(settings.store_dir)
     name = args.model or settings.default_model
     if args.backend != REMOTE:
@@ -72,4 +81,4 @@ def run_serve(args: argparse.Namespace) -> None:
     decision.raise_if_refused()
     if decision.backend != REMOTE:
         engine.load(name)
-    server.serve(engine, on_ready=name)
+    server.serve(engine, on_ready=name, sock=sock)

@@ -113,6 +113,7 @@ class ModelTable:
             threads=self.settings.threads,
             gpu_layers=self.settings.gpu_layers,
             parallel=self.settings.parallel,
+            preflight_dir=self.settings.preflight_dir,
         )
         self._make_room(manifest)
         if manifest.format == "gguf":  # refuse, with numbers, what the OS would kill

@@ -17,6 +17,7 @@ from typing import BinaryIO
 
 from llmedge.errors import InvalidModelFileError
 from llmedge.gguf.ggml_types import GGML_TYPES, tensor_nbytes
+from llmedge.gguf.sanity import check_model_header
 
 GGUF_MAGIC = b"GGUF"
 MAX_TENSOR_DIMS = 8
@@ -166,7 +167,8 @@ class _Reader:
 
 
 def read_gguf_header(path: str | os.PathLike[str], keep_arrays: Collection[str] = ()) -> GgufHeader:
-    """Read and check a GGUF file's header; `keep_arrays` names long arrays to read in full."""
+    """Read and check a GGUF file's header (its structure, and the bounds in `sanity`);
+    `keep_arrays` names long arrays to read in full."""
     path = Path(path)
     try:
         size = path.stat().st_size
@@ -174,7 +176,9 @@ def read_gguf_header(path: str | os.PathLike[str], keep_arrays: Collection[str] 
     except OSError as exc:
         raise InvalidModelFileError(str(path), exc.strerror or str(exc)) from exc
     with handle:
-        return _read(_Reader(handle, size, str(path)), keep_arrays)
+        header = _read(_Reader(handle, size, str(path)), keep_arrays)
+    check_model_header(header, str(path))
+    return header
 
 
 def _read(reader: _Reader, keep_arrays: Collection[str]) -> GgufHeader:

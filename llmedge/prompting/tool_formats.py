@@ -113,22 +113,29 @@ def fold_messages(
 ) -> list[ChatMessage]:
     """The conversation as plain system/user/assistant text, for a template without tool support:
     the tool instructions join the system message, calls become assistant text and results a
-    user turn (consecutive results share one turn, so user and assistant still alternate)."""
+    user turn (consecutive results share one turn, so user and assistant still alternate).
+    Linear in the conversation's size, however many results come in a row."""
     folded: list[ChatMessage] = []
+    results: list[str] = []  # consecutive tool results, joined into one user turn at the end
+
+    def flush() -> None:
+        if results:
+            folded.append(ChatMessage("user", "\n".join(results)))
+            results.clear()
+
     for message in messages:
+        if message.role == "tool":
+            results.append(f"<tool_response>\n{message.content}\n</tool_response>")
+            continue
+        flush()
         if message.role == "assistant" and message.tool_calls:
             text = "\n".join(
                 [message.content, *(_call_text(c) for c in message.tool_calls)]
             ).strip()
             folded.append(ChatMessage("assistant", text))
-        elif message.role == "tool":
-            result = f"<tool_response>\n{message.content}\n</tool_response>"
-            if folded and folded[-1].role == "user" and "<tool_response>" in folded[-1].content:
-                folded[-1] = replace(folded[-1], content=f"{folded[-1].content}\n{result}")
-            else:
-                folded.append(ChatMessage("user", result))
         else:
             folded.append(ChatMessage(message.role, message.content))
+    flush()
     if tools:
         instructions = tool_system_prompt(tools)
         if folded and folded[0].role == "system":
