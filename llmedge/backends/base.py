@@ -32,6 +32,10 @@ class LoadOptions:
     threads: int
     gpu_layers: int = -1
     parallel: int = 1  # sequences decoded together
+    # Speculative decoding: "off", "ngram" (guesses from the context), or "draft" (from
+    # `draft_path`, a small model with the same vocabulary). Backends that cannot ignore it.
+    speculative: str = "ngram"
+    draft_path: Path | None = None
 
 
 class GenerationSink(Protocol):

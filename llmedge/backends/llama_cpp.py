@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from llmedge.backends.base import Availability, GenerationSink, LoadOptions, close_at_exit
+from llmedge.backends.llama_draft_model import DraftModel
 from llmedge.backends.llama_scheduler import BatchScheduler
 from llmedge.errors import (
     BackendUnavailableError,
@@ -80,11 +81,35 @@ class LlamaCppModel:
             bos_token=self._special_text(self._bos),
             eos_token=self._special_text(lib.llama_vocab_eos(self._vocab)),
         )
-        self._scheduler = BatchScheduler(
-            lib, self._ctx, self._vocab, options.parallel, N_BATCH, self.piece, peak_rss_bytes
-        )
+        try:
+            self._scheduler = self._new_scheduler(options)
+        except BaseException:
+            lib.llama_free(self._ctx)
+            lib.llama_model_free(self._model)
+            raise
         self._closed = False
         close_at_exit(self)
+
+    def _new_scheduler(self, options: LoadOptions) -> BatchScheduler:
+        lib, speculation = self._lib, options.speculative
+        draft = None
+        if lib.llama_model_is_recurrent(self._model):
+            speculation = "off"  # its state cannot drop a rejected guess
+        elif speculation == "draft" and options.draft_path is not None:
+            draft = DraftModel(lib, options.draft_path, options, self._vocab)
+        elif speculation not in ("ngram", "off"):
+            speculation = "off"
+        return BatchScheduler(
+            lib,
+            self._ctx,
+            self._vocab,
+            options.parallel,
+            N_BATCH,
+            self.piece,
+            peak_rss_bytes,
+            speculation="draft" if draft else "ngram" if speculation == "ngram" else "off",
+            draft_model=draft,
+        )
 
     def _new_context(self, n_ctx: int, options: LoadOptions, embeddings: bool = False) -> Any:
         lib = self._lib
