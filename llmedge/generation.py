@@ -73,6 +73,7 @@ class SamplingParams:
     grammar: str | None = None  # GBNF; the answer is constrained to it
     logprobs: bool = False
     top_logprobs: int = 0  # alternatives reported per token, with logprobs
+    speculative: bool = True  # may guess tokens ahead where the engine speculates (same answer)
     # The fields the request set, so a model's defaults fill only the others (None: not known;
     # then a field that differs from its default counts as set).
     given: frozenset[str] | None = None
@@ -107,3 +108,5 @@ class GenerationChunk:
     peak_memory_bytes: int | None = None
     logprobs: tuple[TokenLogprob, ...] = ()
     stop_sequence: str | None = None  # on the last chunk: the stop string that ended it, if one
+    draft_tokens: int = 0  # tokens guessed ahead (speculative decoding), so far
+    accepted_draft_tokens: int = 0  # of those, the ones the model agreed with

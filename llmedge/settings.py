@@ -10,10 +10,10 @@ import argparse
 import os
 import re
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal, get_args, get_origin
 
 import platformdirs
-from pydantic import ByteSize, Field, SecretStr, field_validator
+from pydantic import ByteSize, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 DEFAULT_MODEL = "smollm2-135m"
@@ -113,6 +113,30 @@ class Settings(BaseSettings):
     prefer_backend: str | None = Field(
         None, description="backend to try first wherever it can run the model (e.g. mlc)"
     )
+    speculative: Literal["off", "ngram", "draft"] = Field(
+        "ngram",
+        description="speculative decoding: off, ngram (guess tokens from the context; answers "
+        "stay the same), or draft (guesses from the --draft model)",
+    )
+    draft: str | None = Field(
+        None,
+        min_length=1,
+        description="a stored model with the served model's vocabulary that drafts tokens "
+        "ahead (speculative decoding; implies --speculative draft)",
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _a_draft_model_drafts(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("draft") and not data.get("speculative"):
+            return {**data, "speculative": "draft"}
+        return data
+
+    @model_validator(mode="after")
+    def _drafts_need_a_draft_model(self) -> Settings:
+        if self.speculative == "draft" and self.draft is None:
+            raise ValueError("--speculative draft needs a draft model: --draft MODEL")
+        return self
 
     @field_validator("cors_origins", "allow_hosts", mode="before")
     @classmethod
@@ -150,6 +174,8 @@ CLI_FIELDS = (
     "gpu_layers",
     "api_key",
     "log_level",
+    "speculative",
+    "draft",
 )
 
 
@@ -160,12 +186,14 @@ def add_settings_flags(parser: argparse.ArgumentParser, names: tuple[str, ...]) 
         # Units stay in the field names and leave the flags: ctx_tokens -> --ctx.
         flag = "--" + re.sub(r"_(tokens|s|bytes)$", "", name).replace("_", "-")
         kind: type = field.annotation if field.annotation in (int, float) else str  # type: ignore[assignment]
+        choices = get_args(field.annotation) if get_origin(field.annotation) is Literal else None
         parser.add_argument(
             flag,
             dest=name,
             type=kind,
             default=None,
-            metavar=flag[2:].upper().replace("-", "_"),
+            choices=choices,
+            metavar=flag[2:].upper().replace("-", "_") if choices is None else None,
             help=f"{field.description} [env LLMEDGE_{name.upper()}]",
         )
 

@@ -21,6 +21,8 @@ ENGINE_HELP = {
     "decode_seconds_total": "Seconds spent in batched decode steps.",
     "decode_step_seconds_max": "Longest batched decode step.",
     "cancel_free_seconds_max": "Longest a cancelled generation kept its slot (one step at most).",
+    "draft_tokens_total": "Tokens guessed ahead (speculative decoding).",
+    "draft_tokens_accepted_total": "Guessed tokens the model agreed with.",
 }
 
 

@@ -78,6 +78,8 @@ def timings_json(last: GenerationChunk) -> dict[str, Any]:
         "prompt_per_second": last.prompt_tokens_per_s,
         "predicted_per_second": last.tokens_per_s,
         "time_to_first_token_s": last.time_to_first_token_s,
+        "draft_n": last.draft_tokens,
+        "draft_n_accepted": last.accepted_draft_tokens,
     }
 
 

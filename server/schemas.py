@@ -192,6 +192,11 @@ class SamplingFields(Tuning):
     stream_options: StreamOptions | None = None
     n: Annotated[int, Field(ge=1, le=MAX_CHOICES)] = 1
     logit_bias: dict[str, float] | None = None
+    speculative: bool | None = Field(
+        None,
+        description="llmedge: false turns off guessing tokens ahead for this request (the "
+        "answer is the same either way; only its speed changes)",
+    )
     user: str | None = advisory("an end-user id; llmedge keeps no per-user state")
 
     @field_validator("logit_bias")
@@ -216,6 +221,7 @@ class SamplingFields(Tuning):
             stop=tuple(stop),
             seed=self.seed,
             logit_bias=parse_logit_bias(self.logit_bias),
+            speculative=self.speculative is not False,
             **self.tuning(),
             given=frozenset(given | ({"seed"} if self.seed is not None else set())),
         )

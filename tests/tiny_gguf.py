@@ -36,13 +36,16 @@ _TOKENIZER_KEYS = (
 )
 
 
-def _copy_field(writer: Any, reader: Any, key: str) -> None:
+def _copy_field(writer: Any, reader: Any, key: str, relabel: int | None = None) -> None:
     import gguf
 
     field = reader.fields[key]
     kind = field.types[0]
     if kind == gguf.GGUFValueType.ARRAY:
-        writer.add_array(key, list(field.contents()))
+        values = list(field.contents())
+        if relabel is not None and key == "tokenizer.ggml.tokens":
+            values[relabel] = "<relabelled>"  # a tokenizer that differs in one token
+        writer.add_array(key, values)
     elif kind == gguf.GGUFValueType.STRING:
         writer.add_string(key, field.contents())
     elif kind == gguf.GGUFValueType.BOOL:
@@ -51,9 +54,12 @@ def _copy_field(writer: Any, reader: Any, key: str) -> None:
         writer.add_uint32(key, int(field.contents()))
 
 
-def build_tiny_gguf(source: Path, out: Path, seed: int = 0, name: str = "tiny-llama") -> Path:
-    """Write the tiny model to `out`, taking the tokenizer from the GGUF at `source`."""
-    return build_tiny_parts(source, out, seed=seed, name=name)[0]
+def build_tiny_gguf(
+    source: Path, out: Path, seed: int = 0, name: str = "tiny-llama", relabel: int | None = None
+) -> Path:
+    """Write the tiny model to `out`, taking the tokenizer from the GGUF at `source` (with
+    token `relabel`, if given, named otherwise)."""
+    return build_tiny_parts(source, out, seed=seed, name=name, relabel=relabel)[0]
 
 
 def build_tiny_parts(
@@ -64,6 +70,7 @@ def build_tiny_parts(
     name: str = "tiny-llama",
     max_tensors_per_part: int = 0,
     last_layer_seed: int | None = None,
+    relabel: int | None = None,
 ) -> list[Path]:
     """The tiny model, split into parts of at most `max_tensors_per_part` tensors the way
     llama.cpp's gguf-split does (`<stem>-00001-of-0000N.gguf`, …; 0: one file). With
@@ -88,7 +95,7 @@ def build_tiny_parts(
     writer.add_vocab_size(n_vocab)
     writer.add_file_type(gguf.LlamaFileType.MOSTLY_F16)
     for key in _TOKENIZER_KEYS:
-        _copy_field(writer, reader, key)
+        _copy_field(writer, reader, key, relabel)
 
     def matrix(rows: int, cols: int) -> np.ndarray[Any, Any]:
         return (rng.standard_normal((rows, cols)) / np.sqrt(cols)).astype(np.float16)

@@ -33,6 +33,10 @@ class LoadOptions:
     gpu_layers: int = -1
     parallel: int = 1  # sequences decoded together
     preflight_dir: Path | None = None  # where a backend keeps what its test loads found
+    # Speculative decoding: "off", "ngram" (guesses from the context), or "draft" (from
+    # `draft_path`, a small model with the same vocabulary). Backends that cannot ignore it.
+    speculative: str = "ngram"
+    draft_path: Path | None = None
 
 
 class GenerationSink(Protocol):

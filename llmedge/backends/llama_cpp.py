@@ -12,6 +12,7 @@ from typing import Any
 
 from llmedge.backends.base import Availability, GenerationSink, LoadOptions, close_at_exit
 from llmedge.backends.llama_preflight import preflight
+from llmedge.backends.llama_draft_model import DraftModel
 from llmedge.backends.llama_scheduler import BatchScheduler
 from llmedge.backends.llama_tokens import SpecialTokenSplitter
 from llmedge.errors import (
@@ -53,7 +54,10 @@ class LlamaCppBackend:
         return Availability(True, f"llama-cpp-python {llama_cpp.__version__} ({offload})")
 
     def load(self, path: Path, options: LoadOptions) -> LlamaCppModel:
-        preflight(path, options, _import_llama_cpp().__version__)  # aborts happen in a child
+        version = _import_llama_cpp().__version__
+        preflight(path, options, version)  # aborts happen in a child
+        if options.speculative == "draft" and options.draft_path is not None:
+            preflight(options.draft_path, options, version)
         return LlamaCppModel(path, options)
 
 
@@ -86,11 +90,35 @@ class LlamaCppModel:
             bos_token=self._special_text(self._bos),
             eos_token=self._special_text(lib.llama_vocab_eos(self._vocab)),
         )
-        self._scheduler = BatchScheduler(
-            lib, self._ctx, self._vocab, options.parallel, N_BATCH, self.piece, peak_rss_bytes
-        )
+        try:
+            self._scheduler = self._new_scheduler(options)
+        except BaseException:
+            lib.llama_free(self._ctx)
+            lib.llama_model_free(self._model)
+            raise
         self._closed = False
         close_at_exit(self)
+
+    def _new_scheduler(self, options: LoadOptions) -> BatchScheduler:
+        lib, speculation = self._lib, options.speculative
+        draft = None
+        if lib.llama_model_is_recurrent(self._model):
+            speculation = "off"  # its state cannot drop a rejected guess
+        elif speculation == "draft" and options.draft_path is not None:
+            draft = DraftModel(lib, options.draft_path, options, self._vocab)
+        elif speculation not in ("ngram", "off"):
+            speculation = "off"
+        return BatchScheduler(
+            lib,
+            self._ctx,
+            self._vocab,
+            options.parallel,
+            N_BATCH,
+            self.piece,
+            peak_rss_bytes,
+            speculation="draft" if draft else "ngram" if speculation == "ngram" else "off",
+            draft_model=draft,
+        )
 
     def _new_context(self, n_ctx: int, options: LoadOptions, embeddings: bool = False) -> Any:
         lib = self._lib

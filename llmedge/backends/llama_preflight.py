@@ -96,8 +96,15 @@ def preflight(path: Path, options: LoadOptions, version: str) -> None:
 def _run_child(path: Path, options: LoadOptions) -> tuple[bool, str, bool]:
     """(loaded cleanly, why not, whether the outcome says something about the file)."""
     # What breaks a file breaks it in any context: the test load keeps the cost of one small one.
-    small = replace(options, ctx_tokens=min(options.ctx_tokens, PROBE_CTX_TOKENS), parallel=1)
-    shape = {**asdict(small), "preflight_dir": None}
+    small = replace(
+        options,
+        ctx_tokens=min(options.ctx_tokens, PROBE_CTX_TOKENS),
+        parallel=1,
+        speculative="off",
+        draft_path=None,
+        preflight_dir=None,
+    )
+    shape = asdict(small)
     command = [sys.executable, "-m", _PROBE, str(path), json.dumps(shape)]
     # This llmedge, wherever the child starts; and an abort need not start a debugger.
     root = str(Path(__file__).resolve().parents[2])

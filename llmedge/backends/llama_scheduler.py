@@ -1,10 +1,13 @@
-"""Continuous batching over one llama.cpp context: several sequences decoded together.
+"""Continuous batching over one llama.cpp context: several sequences decoded together, each
+drafting ahead where it can.
 
 Each slot owns a sequence id and remembers which tokens its KV cache holds. A new request takes
 the free slot sharing the longest prefix with its prompt, so a multi-turn chat evaluates only the
-new turn. Every step packs one decode: the next token of each generating slot plus as much pending
-prompt as fits in `n_batch`; then each slot that got logits samples with its own sampler chain and
-writes its chunk straight into the request's sink. The prompt cache is bounded by construction:
+new turn. Every step packs one decode: the next token of each generating slot, as much pending
+prompt as fits in `n_batch`, and in the room left each slot's draft tokens (speculative decoding,
+`llmedge.backends.llama_drafts`); then each slot samples its rows in order with its own sampler
+chain, keeps the draft tokens its samples agree with, drops the rest from its cache, and writes
+its chunks straight into the request's sink. The prompt cache is bounded by construction:
 `n_slots` sequences of `ctx_tokens` each.
 
 One thread decodes; `submit` may be called from any thread. A failure while sampling or decoding
@@ -13,90 +16,38 @@ one slot's token ends that request alone; the other slots go on.
 
 from __future__ import annotations
 
-import codecs
 import logging
 import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
-from typing import Any
+from dataclasses import dataclass, replace
+from functools import partial
+from typing import Any, Literal
 
 from llmedge.backends.base import GenerationSink
+from llmedge.backends.llama_draft_model import DraftModel
+from llmedge.backends.llama_drafts import NgramDrafts
 from llmedge.backends.llama_sampling import build_sampler, token_logprob
+from llmedge.backends.llama_slots import Request, Rows, Slot, common_prefix
 from llmedge.errors import DecodeError, GenerationCancelledError, ModelUnloadingError
-from llmedge.generation import FinishReason, GenerationChunk, TokenLogprob
-from llmedge.prompting import StopMatcher
+from llmedge.generation import FinishReason, TokenLogprob
 
 log = logging.getLogger("llmedge.engine")
 
-
-@dataclass(eq=False)
-class _Request:
-    job: GenerationSink
-    max_tokens: int
-    sampler: Any
-    pending: list[int] = field(default_factory=list)
-    generated: list[int] = field(default_factory=list)
-    next_token: int = -1
-    cached: int = 0
-    started: float = field(default_factory=time.perf_counter)
-    first_at: float | None = None
-    decoder: codecs.IncrementalDecoder = field(
-        default_factory=lambda: codecs.getincrementaldecoder("utf-8")(errors="replace")
-    )
-    stops: StopMatcher = field(init=False)
-
-    def __post_init__(self) -> None:
-        self.stops = StopMatcher(self.job.params.stop)
-
-    @property
-    def prompt(self) -> tuple[int, ...]:
-        return self.job.tokens
-
-    def chunk(
-        self,
-        text: str,
-        token_ids: tuple[int, ...] = (),
-        finish: FinishReason | None = None,
-        logprobs: tuple[TokenLogprob, ...] = (),
-        peak_memory_bytes: int | None = None,
-    ) -> GenerationChunk:
-        now = time.perf_counter()
-        ttft = (self.first_at - self.started) if self.first_at else None
-        n = len(self.generated)
-        decode_s = now - self.first_at if self.first_at else 0.0
-        evaluated = len(self.prompt) - self.cached
-        return GenerationChunk(
-            text=text,
-            token_ids=token_ids,
-            finish_reason=finish,
-            prompt_tokens=len(self.prompt),
-            generated_tokens=n,
-            cached_tokens=self.cached,
-            time_to_first_token_s=ttft,
-            tokens_per_s=(n - 1) / decode_s if n > 1 and decode_s > 0 else None,
-            prompt_tokens_per_s=evaluated / ttft if ttft else None,
-            peak_memory_bytes=peak_memory_bytes,
-            logprobs=logprobs,
-        )
+Speculation = Literal["off", "ngram", "draft"]
+# Draft rows one step may add over all slots: a bound on how much longer a step gets.
+DRAFT_ROWS_MAX = 64
 
 
 @dataclass(eq=False)
-class _Slot:
-    seq_id: int
-    kv_tokens: list[int] = field(default_factory=list)
-    request: _Request | None = None
-    last_used: float = 0.0
+class _Verify:
+    """A generating slot's rows in this step: its next token, then its draft tokens."""
 
-
-def common_prefix(a: list[int], b: tuple[int, ...]) -> int:
-    n = 0
-    for x, y in zip(a, b, strict=False):
-        if x != y:
-            break
-        n += 1
-    return n
+    slot: Slot
+    row: int  # the next token's row; the draft tokens' follow it
+    position: int  # the next token's position in the sequence
+    draft: list[int]
 
 
 class BatchScheduler:
@@ -111,6 +62,8 @@ class BatchScheduler:
         n_batch: int,
         piece: Callable[[int], bytes],
         peak_memory: Callable[[], int],
+        speculation: Speculation = "off",
+        draft_model: DraftModel | None = None,
     ) -> None:
         self._lib = lib
         self._ctx = ctx
@@ -121,9 +74,11 @@ class BatchScheduler:
         self._n_batch = n_batch
         self._piece = piece
         self._peak_memory = peak_memory
-        self._batch = lib.llama_batch_init(n_batch, 0, 1)
-        self._slots = [_Slot(i) for i in range(n_slots)]
-        self._incoming: deque[_Request] = deque()
+        self._speculation: Speculation = speculation
+        self._draft_model = draft_model
+        self._rows = Rows(lib, n_batch)
+        self._slots = [Slot(i) for i in range(n_slots)]
+        self._incoming: deque[Request] = deque()
         self._wake = threading.Condition()
         self._stopping = False
         self._idle = threading.Event()  # set while no request is running or waiting
@@ -133,6 +88,8 @@ class BatchScheduler:
             "decode_step_seconds_max": 0.0,
             # The longest a cancelled request held its slot: at most one decode step.
             "cancel_free_seconds_max": 0.0,
+            "draft_tokens_total": 0,
+            "draft_tokens_accepted_total": 0,
         }
         self._thread = threading.Thread(target=self._run, name="llmedge-batch", daemon=True)
         self._thread.start()
@@ -144,11 +101,13 @@ class BatchScheduler:
         room = self._n_ctx_seq - len(job.tokens)
         max_tokens = min(job.params.max_tokens or room, room)
         sampler = build_sampler(self._lib, self._vocab, self._n_vocab, job.params)
+        request = Request(job, max_tokens, sampler)
+        request.drafting = self._speculation != "off" and job.params.speculative
         with self._wake:
             if self._stopping:
                 self._lib.llama_sampler_free(sampler)
                 raise ModelUnloadingError("the model is being unloaded; retry")
-            self._incoming.append(_Request(job, max_tokens, sampler))
+            self._incoming.append(request)
             self._idle.clear()
             self._wake.notify()
 
@@ -158,7 +117,9 @@ class BatchScheduler:
             self._stopping = True
             self._wake.notify()
         self._thread.join()
-        self._lib.llama_batch_free(self._batch)
+        self._rows.free()
+        if self._draft_model is not None:
+            self._draft_model.close()
 
     def slot_tokens(self) -> list[list[int]]:
         """What each slot's cache holds (for tests and diagnostics)."""
@@ -193,7 +154,7 @@ class BatchScheduler:
             request.job.fail(unloaded)
             self._free(request)
 
-    def _active(self) -> list[_Slot]:
+    def _active(self) -> list[Slot]:
         return [slot for slot in self._slots if slot.request is not None]
 
     def _admit(self) -> None:
@@ -206,7 +167,7 @@ class BatchScheduler:
                 continue
             usable = len(request.prompt) - 1  # one token must be evaluated to get logits
 
-            def reuse(slot: _Slot, usable: int = usable, request: _Request = request) -> int:
+            def reuse(slot: Slot, usable: int = usable, request: Request = request) -> int:
                 return min(common_prefix(slot.kv_tokens, request.prompt), usable)
 
             slot = max(free, key=lambda s: (reuse(s), -s.last_used))
@@ -220,25 +181,17 @@ class BatchScheduler:
             del slot.kv_tokens[keep:]
             request.cached = keep
             request.pending = list(request.prompt[keep:])
+            if request.drafting and self._speculation == "ngram":
+                request.drafts = NgramDrafts(request.prompt)
             slot.request = request
 
     def _step(self) -> None:
-        batch = self._batch
-        batch.n_tokens = 0
-        added: list[tuple[_Slot, int]] = []  # (slot, tokens added to the batch)
-        sample_at: list[tuple[_Slot, int]] = []  # (slot, batch row with logits)
-
-        def add(slot: _Slot, token: int, pos: int, logits: bool) -> None:
-            i = batch.n_tokens
-            batch.token[i] = token
-            batch.pos[i] = pos
-            batch.n_seq_id[i] = 1
-            batch.seq_id[i][0] = slot.seq_id
-            batch.logits[i] = logits
-            batch.n_tokens = i + 1
-            if logits:
-                sample_at.append((slot, i))
-
+        rows = self._rows
+        rows.clear()
+        prompts: list[tuple[Slot, int]] = []  # (slot, prompt tokens added to the batch)
+        verify: list[_Verify] = []
+        sample_at: list[tuple[Slot, int]] = []  # (slot, row) of prompts ending in this step
+        generating: list[Slot] = []
         for slot in self._active():
             request = slot.request
             assert request is not None
@@ -250,55 +203,143 @@ class BatchScheduler:
                     counters["cancel_free_seconds_max"], held_s
                 )
             elif not request.pending:
-                add(slot, request.next_token, len(slot.kv_tokens), logits=True)
-                added.append((slot, 1))
+                generating.append(slot)
+        # Room: every generating slot's next token first, then pending prompts (a new request's
+        # first token waits on them), then draft tokens in what is left.
+        room = self._n_batch - len(generating)
         for slot in self._active():
             request = slot.request
             assert request is not None
-            room = self._n_batch - batch.n_tokens
             if not request.pending or room <= 0:
                 continue
             take = request.pending[:room]
+            room -= len(take)
             start = len(slot.kv_tokens)
             completes = len(take) == len(request.pending)
             for j, token in enumerate(take):
-                add(slot, token, start + j, logits=completes and j == len(take) - 1)
-            added.append((slot, len(take)))
-        if batch.n_tokens == 0:
+                row = rows.add(slot.seq_id, token, start + j, completes and j == len(take) - 1)
+            if completes:
+                sample_at.append((slot, row))
+            prompts.append((slot, len(take)))
+        drafts = self._drafts(generating, min(room, DRAFT_ROWS_MAX))
+        for slot in generating:
+            request = slot.request
+            assert request is not None
+            position = len(slot.kv_tokens)
+            row = rows.add(slot.seq_id, request.next_token, position, logits=True)
+            draft = drafts.get(slot.seq_id, [])
+            for j, token in enumerate(draft):
+                rows.add(slot.seq_id, token, position + 1 + j, logits=True)
+            verify.append(_Verify(slot, row, position, draft))
+        if not len(rows):
             return
+        if not self._decode(rows.batch, [slot for slot, _ in prompts] + generating):
+            return
+        for slot, n in prompts:
+            request = slot.request
+            assert request is not None
+            slot.kv_tokens += request.pending[:n]
+            del request.pending[:n]
+        for slot, row in sample_at:
+            self._guarded(slot, partial(self._take, slot, row))
+        for step in verify:
+            self._guarded(step.slot, partial(self._verify, step))
 
-        decode_started = time.perf_counter()
+    def _decode(self, batch: Any, slots: list[Slot]) -> bool:
+        """Decode the batch; on a failure, fail the requests that were in it."""
+        started = time.perf_counter()
         code = self._lib.llama_decode(self._ctx, batch)
-        step_s = time.perf_counter() - decode_started
+        step_s = time.perf_counter() - started
         counters = self.counters
         counters["decode_steps_total"] += 1
         counters["decode_seconds_total"] += step_s
         counters["decode_step_seconds_max"] = max(counters["decode_step_seconds_max"], step_s)
-        if code != 0:
-            error = DecodeError(f"llama.cpp could not decode the batch (code {code})")
-            for slot, _ in added:
-                if slot.request is not None:
-                    self._lib.llama_memory_seq_rm(self._memory, slot.seq_id, -1, -1)
-                    slot.kv_tokens.clear()
-                    self._fail(slot, error)
-            return
-        for slot, n in added:
+        if code == 0:
+            return True
+        error = DecodeError(f"llama.cpp could not decode the batch (code {code})")
+        for slot in slots:
+            if slot.request is not None:
+                self._lib.llama_memory_seq_rm(self._memory, slot.seq_id, -1, -1)
+                slot.kv_tokens.clear()
+                self._fail(slot, error)
+        return False
+
+    def _guarded(self, slot: Slot, work: Callable[[], object]) -> None:
+        try:
+            work()
+        except Exception as exc:  # this request alone fails; the others go on
+            log.exception("sampling a token failed")
+            if slot.request is not None:
+                self._fail(slot, DecodeError(f"sampling failed: {exc}"))
+
+    # --- drafts --------------------------------------------------------------------------
+
+    def _drafts(self, generating: list[Slot], room: int) -> dict[int, list[int]]:
+        """Each drafting slot's guesses for this step, within `room` rows in all."""
+        wanted: dict[int, int] = {}
+        for slot in generating:
             request = slot.request
             assert request is not None
-            if request.pending:
-                slot.kv_tokens += request.pending[:n]
-                del request.pending[:n]
-            else:
-                slot.kv_tokens.append(request.next_token)
-        for slot, row in sample_at:
-            try:
-                self._sample(slot, row)
-            except Exception as exc:  # this request alone fails; the others go on
-                log.exception("sampling a token failed")
-                if slot.request is not None:
-                    self._fail(slot, DecodeError(f"sampling failed: {exc}"))
+            if not request.drafting or room <= 0:
+                continue
+            # Never guess past the answer's token limit or the sequence's context.
+            left = min(
+                request.max_tokens - len(request.generated) - 1,
+                self._n_ctx_seq - len(slot.kv_tokens) - 2,
+            )
+            length = min(request.draft_length.wanted(), left, room)
+            if length > 0:
+                wanted[slot.seq_id] = length
+                room -= length
+        if not wanted:
+            return {}
+        by_seq = {slot.seq_id: slot for slot in generating}
+        if self._draft_model is not None:
+            contexts = {}
+            for seq, length in wanted.items():
+                request = by_seq[seq].request
+                assert request is not None
+                contexts[seq] = (request.context(), length)
+            return self._draft_model.propose(contexts)
+        drafts = {}
+        for seq, length in wanted.items():
+            request = by_seq[seq].request
+            assert request is not None and request.drafts is not None
+            guess = request.drafts.propose(length)
+            if guess:
+                drafts[seq] = guess
+        return drafts
 
-    def _sample(self, slot: _Slot, row: int) -> None:
+    def _verify(self, step: _Verify) -> None:
+        """Sample the slot's rows in order; keep the draft tokens its samples agree with."""
+        slot, draft = step.slot, step.draft
+        request = slot.request
+        assert request is not None
+        slot.kv_tokens.append(request.next_token)
+        accepted = 0
+        for i in range(len(draft) + 1):
+            if not self._take(slot, step.row + i):
+                break  # the answer ended
+            if i == len(draft) or request.next_token != draft[i]:
+                break  # a guess the model did not make: the rows after it are void
+            accepted += 1
+            slot.kv_tokens.append(draft[i])
+        if draft:
+            kept = step.position + 1 + accepted  # the next token and the accepted guesses
+            if accepted < len(draft) and not self._lib.llama_memory_seq_rm(
+                self._memory, slot.seq_id, kept, -1
+            ):
+                self._lib.llama_memory_seq_rm(self._memory, slot.seq_id, -1, -1)
+                slot.kv_tokens.clear()
+                request.drafting = False  # this cache cannot drop a tail: no more drafts
+            request.draft_length.record(len(draft), accepted)
+            self.counters["draft_tokens_total"] += len(draft)
+            self.counters["draft_tokens_accepted_total"] += accepted
+
+    # --- tokens --------------------------------------------------------------------------
+
+    def _take(self, slot: Slot, row: int) -> bool:
+        """Sample the token at `row` and pass it on; False when it ended the answer."""
         request = slot.request
         assert request is not None
         lib = self._lib
@@ -306,7 +347,7 @@ class BatchScheduler:
         request.first_at = request.first_at or time.perf_counter()
         if lib.llama_vocab_is_eog(self._vocab, token):
             self._finish(slot, "stop")
-            return
+            return False
         logprobs: tuple[TokenLogprob, ...] = ()
         params = request.job.params
         if params.logprobs:
@@ -315,6 +356,8 @@ class BatchScheduler:
                 token_logprob(logits, self._n_vocab, token, params.top_logprobs, self._piece),
             )
         request.generated.append(token)
+        if request.drafts is not None:
+            request.drafts.extend((token,))
         text, stopped = request.stops.feed(request.decoder.decode(self._piece(token)))
         if text or logprobs:
             request.job.put(request.chunk(text, (token,), logprobs=logprobs))
@@ -324,8 +367,10 @@ class BatchScheduler:
             self._finish(slot, "length")
         else:
             request.next_token = token
+            return True
+        return False
 
-    def _finish(self, slot: _Slot, reason: FinishReason, hit_stop: bool = False) -> None:
+    def _finish(self, slot: Slot, reason: FinishReason, hit_stop: bool = False) -> None:
         request = slot.request
         assert request is not None
         # Text held back as a possible stop string, or half a UTF-8 character, belongs to the
@@ -336,19 +381,19 @@ class BatchScheduler:
         self._release(slot)
         request.job.put(replace(final, stop_sequence=request.stops.matched))
 
-    def _fail(self, slot: _Slot, error: BaseException) -> None:
+    def _fail(self, slot: Slot, error: BaseException) -> None:
         request = slot.request
         assert request is not None
         self._release(slot)
         request.job.fail(error)
 
-    def _release(self, slot: _Slot) -> None:
+    def _release(self, slot: Slot) -> None:
         assert slot.request is not None
         self._free(slot.request)
         slot.request = None
         slot.last_used = time.monotonic()
 
-    def _free(self, request: _Request) -> None:
+    def _free(self, request: Request) -> None:
         if request.sampler is not None:
             self._lib.llama_sampler_free(request.sampler)
             request.sampler = None

@@ -14,7 +14,14 @@ from llmedge.store import ModelRef, Store
 if TYPE_CHECKING:
     from llmedge.engine import Engine, PreparedPrompt
 
-RUN_SETTINGS = ("ctx_tokens", "threads", "gpu_layers", "memory_budget_bytes")
+RUN_SETTINGS = (
+    "ctx_tokens",
+    "threads",
+    "gpu_layers",
+    "memory_budget_bytes",
+    "speculative",
+    "draft",
+)
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

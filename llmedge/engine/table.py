@@ -14,14 +14,20 @@ import time
 from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import replace
+from pathlib import Path
 
 from llmedge.backends import Backend, LoadOptions
 from llmedge.engine.runner import Lease, ModelRunner
-from llmedge.errors import EngineBusyError, InsufficientMemoryError, ModelUnloadingError
+from llmedge.errors import (
+    EngineBusyError,
+    InsufficientMemoryError,
+    InvalidRequestError,
+    ModelUnloadingError,
+)
 from llmedge.fit.guard import ensure_fits
 from llmedge.fit.memory import FitOptions
 from llmedge.settings import Settings
-from llmedge.store import Manifest, Store
+from llmedge.store import Manifest, ModelRef, Store
 
 # How often the reaper looks for models whose keep-alive ran out (it is also woken at once when
 # a model falls idle, so a keep-alive of 0 unloads without waiting for this).
@@ -114,6 +120,8 @@ class ModelTable:
             gpu_layers=self.settings.gpu_layers,
             parallel=self.settings.parallel,
             preflight_dir=self.settings.preflight_dir,
+            speculative=self.settings.speculative,
+            draft_path=self._draft_path(),
         )
         self._make_room(manifest)
         if manifest.format == "gguf":  # refuse, with numbers, what the OS would kill
@@ -127,6 +135,19 @@ class ModelTable:
             keep_alive_s=self.settings.keep_alive_s,
             on_idle=self._wake.set,
         )
+
+    def _draft_path(self) -> Path | None:
+        """The draft model's file (`--draft`), checked like any stored model."""
+        if self.settings.draft is None:
+            return None
+        manifest = self.store.resolve(ModelRef.parse(self.settings.draft))
+        if manifest.format != "gguf":
+            raise InvalidRequestError(
+                f"the draft model {manifest.ref} is {manifest.format}; it must be a GGUF model "
+                "with the served model's vocabulary",
+                param="draft",
+            )
+        return self.store.verified_blob(manifest)
 
     def _make_room(self, manifest: Manifest) -> None:
         """Unload idle models until this load keeps within `max_loaded_models`."""

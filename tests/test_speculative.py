@@ -1,0 +1,138 @@
+"""Speculative decoding: the guesses never change an answer, only how many tokens a step makes.
+
+On the tiny model (its answers are noise, which makes n-gram guesses fail and succeed by turns)
+and on the real one for an answer that copies its prompt."""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+from tiny_gguf import build_tiny_gguf
+
+from llmedge import ChatMessage, Engine, InvalidRequestError, SamplingParams, Settings, Store, pull
+from llmedge.backends.llama_drafts import DRAFT_MAX, DraftLength, NgramDrafts
+
+COPY = (
+    "Copy this text exactly: the quick brown fox jumps over the lazy dog. A journey of a "
+    "thousand miles begins with a single step. To be or not to be, that is the question."
+)
+PROMPTS = ["one two three one two three one two", "the sky is", "a b a b a b a", "1 2 3 1 2 3"]
+
+
+def test_ngram_drafts_propose_what_followed_the_last_repeat() -> None:
+    drafts = NgramDrafts([5, 6, 7, 8, 9, 5, 6])
+    assert drafts.propose(3) == [7, 8, 9]  # "5 6" was followed by 7 8 9
+    drafts.extend([7, 1])
+    assert drafts.propose(4) == []  # "7 1" and "1" never came before
+    drafts.extend([5, 6, 7])
+    assert drafts.propose(2) == [1, 5]  # the latest "5 6 7", longest n-gram first
+    assert NgramDrafts([1, 2, 3]).propose(4) == []  # nothing repeats
+
+
+def test_draft_length_grows_shrinks_and_rests() -> None:
+    length = DraftLength()
+    first = length.wanted()
+    length.record(first, first)
+    assert length.wanted() == 2 * first
+    for _ in range(8):
+        length.record(length.wanted(), length.length)
+    assert length.length == DRAFT_MAX
+    length.record(DRAFT_MAX, 3)
+    assert length.wanted() == 4
+    length.record(4, 0)
+    length.record(2, 0)  # two drafts rejected outright: it rests for a step
+    assert length.wanted() == 0 and length.wanted() > 0
+
+
+def _engine(settings: Settings, store: Store, speculative: str, **extra: object) -> Engine:
+    changed = settings.with_overrides(
+        speculative=speculative, parallel=3, ctx_tokens=1024, threads=2, **extra
+    )
+    return Engine(changed, store)
+
+
+def _tokens(engine: Engine, model: str, prompt: str, params: SamplingParams) -> tuple[int, ...]:
+    chunks = list(engine.stream_sync(engine.prepare_text(model, prompt, params)))
+    return tuple(t for c in chunks for t in c.token_ids)
+
+
+@pytest.fixture
+def tiny(store: Store, tiny_gguf: Path) -> str:
+    return pull(store, str(tiny_gguf), name="tiny").ref
+
+
+def test_guesses_change_no_greedy_token_alone_or_batched(
+    settings: Settings, store: Store, tiny: str
+) -> None:
+    params = [SamplingParams(temperature=0, max_tokens=40, seed=s) for s in range(4)]
+    plain = _engine(settings, store, "off")
+    expected = [_tokens(plain, tiny, p, q) for p in PROMPTS for q in params]
+    plain.close()
+    guessing = _engine(settings, store, "ngram")
+    alone = [_tokens(guessing, tiny, p, q) for p in PROMPTS for q in params]
+    with ThreadPoolExecutor(6) as pool:
+        jobs = [(p, q) for p in PROMPTS for q in params]
+        together = list(pool.map(lambda job: _tokens(guessing, tiny, *job), jobs))
+    drafted = guessing.loaded()[0].model.counters()["draft_tokens_total"]
+    guessing.close()
+    assert alone == expected and together == expected
+    assert drafted > 0  # the guesses were really made (and some thrown away)
+
+
+@pytest.mark.parametrize("temperature", [0.0, 0.8])
+def test_an_answer_that_copies_its_prompt_accepts_most_guesses(
+    settings: Settings, store: Store, smollm2_gguf: Path, temperature: float
+) -> None:
+    # Sampled too: a guess is kept only when the seeded sampler draws it, so the draws match.
+    model = pull(store, "smollm2-135m").ref
+    messages = [ChatMessage("user", COPY)]
+    params = SamplingParams(temperature=temperature, max_tokens=48, seed=7)
+    plain = _engine(settings, store, "off")
+    expected = list(plain.stream_sync(plain.prepare_chat(model, messages, params)))
+    plain.close()
+    guessing = _engine(settings, store, "ngram")
+    chunks = list(guessing.stream_sync(guessing.prepare_chat(model, messages, params)))
+    guessing.close()
+    assert [c.token_ids for c in chunks if c.token_ids] == [
+        c.token_ids for c in expected if c.token_ids
+    ]
+    last = chunks[-1]
+    assert last.draft_tokens > 0 and last.accepted_draft_tokens >= last.draft_tokens // 2
+
+
+def test_a_request_can_opt_out(settings: Settings, store: Store, tiny: str) -> None:
+    engine = _engine(settings, store, "ngram")
+    prompt = engine.prepare_text(tiny, PROMPTS[0], SamplingParams(max_tokens=30, speculative=False))
+    last = list(engine.stream_sync(prompt))[-1]
+    engine.close()
+    assert last.draft_tokens == 0
+
+
+def test_a_draft_model_with_the_same_vocabulary_drafts_and_changes_nothing(
+    settings: Settings, store: Store, tiny: str, smollm2_gguf: Path, tmp_path: Path
+) -> None:
+    # The tiny model drafting for itself: greedy guesses it always agrees with.
+    pull(store, str(build_tiny_gguf(smollm2_gguf, tmp_path / "draft.gguf")), name="tiny-draft")
+    greedy = SamplingParams(temperature=0, max_tokens=40)
+    plain = _engine(settings, store, "off")
+    expected = [_tokens(plain, tiny, p, greedy) for p in PROMPTS]
+    plain.close()
+    drafting = _engine(settings, store, "draft", draft="tiny-draft")
+    answers = [_tokens(drafting, tiny, p, greedy) for p in PROMPTS]
+    counters = drafting.loaded()[0].model.counters()
+    drafting.close()
+    assert answers == expected
+    assert counters["draft_tokens_accepted_total"] > 0.9 * counters["draft_tokens_total"] > 0
+
+
+def test_a_draft_model_with_another_vocabulary_is_refused_at_load(
+    settings: Settings, store: Store, tiny: str, smollm2_gguf: Path, tmp_path: Path
+) -> None:
+    other = build_tiny_gguf(smollm2_gguf, tmp_path / "other.gguf", relabel=1000)
+    pull(store, str(other), name="other-vocab")
+    engine = _engine(settings, store, "draft", draft="other-vocab")
+    with pytest.raises(InvalidRequestError, match="share the served model's tokenizer"):
+        engine.load(tiny)
+    engine.close()
