@@ -11,8 +11,8 @@ from pathlib import Path
 from typing import Any
 
 from llmedge.backends.base import Availability, GenerationSink, LoadOptions, close_at_exit
-from llmedge.backends.llama_preflight import preflight
 from llmedge.backends.llama_draft_model import DraftModel
+from llmedge.backends.llama_preflight import preflight
 from llmedge.backends.llama_scheduler import BatchScheduler
 from llmedge.backends.llama_tokens import SpecialTokenSplitter
 from llmedge.errors import (
