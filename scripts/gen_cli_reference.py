@@ -11,6 +11,7 @@ import os
 import sys
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # this checkout's llmedge
 from llmedge.cli import build_parser
 
 README = Path(__file__).resolve().parent.parent / "README.md"

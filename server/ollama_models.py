@@ -8,7 +8,7 @@ import threading
 import time
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
@@ -17,6 +17,9 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from llmedge import InvalidRequestError, LlmedgeError, Manifest, ModelRef, __version__, pull
 from server.ollama_schemas import ModelRequest, PullRequest
 from server.state import server_state
+
+if TYPE_CHECKING:
+    from llmedge import Engine
 
 router = APIRouter()
 NDJSON = "application/x-ndjson"
@@ -106,16 +109,30 @@ def _model_info(manifest: Manifest) -> dict[str, Any]:
     return {key: value for key, value in info.items() if value is not None}
 
 
+def runtime_info(engine: Engine, manifest: Manifest) -> dict[str, Any]:
+    """How the server runs this model: its KV cache types and flash attention (the settings
+    every load takes), and whether it is loaded now."""
+    kv_k, kv_v = engine.settings.kv_types
+    loaded = any(entry.manifest.digest == manifest.digest for entry in engine.loaded())
+    return {
+        "llmedge.kv_cache_type_k": kv_k,
+        "llmedge.kv_cache_type_v": kv_v,
+        "llmedge.flash_attention": engine.settings.flash_attn,
+        "llmedge.loaded": loaded,
+    }
+
+
 @router.post("/show")
 async def show(body: ModelRequest, request: Request) -> dict[str, Any]:
-    manifest = await run_in_threadpool(server_state(request).engine.resolve, body.model)
+    engine = server_state(request).engine
+    manifest = await run_in_threadpool(engine.resolve, body.model)
     template = manifest.facts.chat_template if manifest.facts else None
     return {
         "modelfile": f"# served by llmedge\nFROM {manifest.ref}\n",
         "parameters": "",
         "template": template or "",
         "details": details(manifest),
-        "model_info": _model_info(manifest),
+        "model_info": {**_model_info(manifest), **runtime_info(engine, manifest)},
         # Every chat model gets tools: llmedge describes them itself when the template cannot.
         "capabilities": ["completion", "tools"],
         "modified_at": manifest.created_at,

@@ -30,6 +30,9 @@ class LoadOptions:
     threads: int
     gpu_layers: int = -1
     parallel: int = 1  # sequences decoded together
+    kv_type_k: str = "f16"  # KV cache types (llama.cpp): f16, q8_0 or q4_0
+    kv_type_v: str = "f16"
+    flash_attn: str = "auto"  # auto, on or off (llama.cpp)
 
 
 @runtime_checkable

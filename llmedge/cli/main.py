@@ -7,8 +7,11 @@ import importlib
 import sys
 from collections.abc import Sequence
 
+from pydantic import ValidationError
+
 from llmedge import __version__
 from llmedge.errors import LlmedgeError
+from llmedge.settings import describe_invalid
 
 # Each module adds its subcommands with `register(subparsers)`; heavy imports wait for the handler.
 COMMAND_MODULES = (
@@ -19,6 +22,7 @@ COMMAND_MODULES = (
     "quantize",
     "versions",
     "vision",
+    "hw",
     "fit",
     "route",
 )
@@ -56,6 +60,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except LlmedgeError as exc:
         print(f"llmedge: error: {exc}", file=sys.stderr)
         return exc.exit_code
+    except ValidationError as exc:
+        if exc.title != "Settings":
+            raise
+        print(f"llmedge: error: {describe_invalid(exc)}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print(file=sys.stderr)
         return 130

@@ -13,7 +13,14 @@ from llmedge.store import ModelRef, Store
 if TYPE_CHECKING:
     from llmedge.engine import Engine
 
-RUN_SETTINGS = ("ctx_tokens", "threads", "gpu_layers", "memory_budget_bytes")
+RUN_SETTINGS = (
+    "ctx_tokens",
+    "threads",
+    "gpu_layers",
+    "memory_budget_bytes",
+    "kv_type",
+    "flash_attn",
+)
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

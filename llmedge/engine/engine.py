@@ -25,7 +25,7 @@ from llmedge.errors import (
     InsufficientMemoryError,
     InvalidRequestError,
 )
-from llmedge.fit import FitOptions, ensure_fits
+from llmedge.fit import ensure_fits, options_for
 from llmedge.generation import ChatMessage, GenerationChunk, SamplingParams
 from llmedge.routing import REMOTE, RouteDecision, route_model
 from llmedge.settings import Settings
@@ -115,18 +115,20 @@ class Engine:
         ctx = self.settings.ctx_tokens
         if manifest.facts and manifest.facts.ctx_train_tokens:
             ctx = min(ctx, manifest.facts.ctx_train_tokens)
+        kv_k, kv_v = self.settings.kv_types
         options = LoadOptions(
             ctx_tokens=ctx,
             threads=self.settings.threads,
             gpu_layers=self.settings.gpu_layers,
             parallel=self.settings.parallel,
+            kv_type_k=kv_k,
+            kv_type_v=kv_v,
+            flash_attn=self.settings.flash_attn,
         )
         while len(self._loaded) >= self.settings.max_loaded_models and self._evict_one():
             pass
         while manifest.format == "gguf":  # refuse, with numbers, what the OS would kill
-            fit = FitOptions(
-                ctx_tokens=ctx, parallel=options.parallel, gpu_layers=options.gpu_layers
-            )
+            fit = options_for(self.settings, ctx_tokens=ctx, gpu_layers=options.gpu_layers)
             try:
                 layers = ensure_fits(path, fit, self.settings.memory_budget_bytes, manifest.name)
             except InsufficientMemoryError:
