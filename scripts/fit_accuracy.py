@@ -305,8 +305,8 @@ def compare(measured: list[Served], batch_only: bool = False) -> list[Compared]:
 
 
 def kv_savings(measured: list[Served]) -> list[tuple[ServePoint, float]]:
-    """For each quantized-cache point with an f16 twin: the measured drop in peak RSS as a share
-    of the f16 KV cache's bytes."""
+    """For each point with K and V quantized and an f16 twin: the measured drop in peak RSS as
+    a share of the f16 KV cache's bytes."""
     from llmedge.fit import FitOptions, ModelShape, estimate_memory
 
     shapes = json.loads(SHAPES.read_text())
@@ -318,7 +318,7 @@ def kv_savings(measured: list[Served]) -> list[tuple[ServePoint, float]]:
     savings = []
     for s in measured:
         base = twins.get(key(s, "f16"))
-        if s.point.kv_type == "f16" or base is None:
+        if s.point.kv_type not in ("q8_0", "q4_0") or base is None:  # K and V both quantized
             continue
         shape = ModelShape.from_dict(shapes[s.point.model])
         options = FitOptions(ctx_tokens=s.point.ctx, parallel=s.point.parallel)

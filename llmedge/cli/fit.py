@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from dataclasses import asdict
 from typing import TYPE_CHECKING, Any
 
@@ -16,6 +17,8 @@ if TYPE_CHECKING:
     from llmedge.settings import Settings
 
 _BYTES = TypeAdapter(ByteSize)
+# The serve process where it cannot be measured: about what a Linux install measures.
+UNMEASURED_PROCESS_BYTES = 80 << 20
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -86,8 +89,17 @@ def run_fit(args: argparse.Namespace) -> None:
         raise InvalidRequestError("--min-speed cannot be negative", param="min_speed")
     shapes = shapes_for(args.model, Store(settings.store_dir))
     host = measured_host(settings)
-    process = serve_process(settings) if args.process else None
-    options = fit_options(settings, args, process.resident_bytes if process else 0)
+    process_bytes = 0
+    if args.process:
+        process = serve_process(settings)
+        process_bytes = process.resident_bytes if process else UNMEASURED_PROCESS_BYTES
+        if process is None:
+            print(
+                "llmedge: note: the serve process could not be measured here (is the server "
+                f"extra installed?); counting {UNMEASURED_PROCESS_BYTES >> 20} MiB for it",
+                file=sys.stderr,
+            )
+    options = fit_options(settings, args, process_bytes)
     report = advise(
         shapes,
         host,
@@ -197,6 +209,8 @@ def _print_report(report: FitReport, show_gpu: bool, threads_given: bool) -> Non
     table = Table(box=None, header_style="bold")
     columns = ["QUANT", "CTX", "WEIGHTS", "KV", "COMPUTE", "OUTPUT", "OVERHEAD", "PROCESS"]
     columns += ["TOTAL", "FITS", "HEADROOM", "DECODE/S", "AT CTX/S", "PROMPT/S"]
+    together = options.parallel > 1
+    columns += [f"x{options.parallel} ALL/S"] if together else []
     columns += ["GPU LAYERS"] if show_gpu else []
     for column in columns:
         table.add_column(column, justify="left" if column in ("QUANT", "FITS") else "right")
@@ -205,7 +219,7 @@ def _print_report(report: FitReport, show_gpu: bool, threads_given: bool) -> Non
         mark = "" if r.exact else "~"
         sizes = (e.weights_bytes, e.kv_bytes, e.compute_bytes, e.output_bytes, e.overhead_bytes)
         speed = r.speed
-        rates = ["?"] * 3
+        rates = ["?"] * (4 if together else 3)
         if speed:
             slow = speed.decode_full_tokens_per_s < report.min_speed_tokens_per_s
             at_ctx = _rate(speed.decode_full_tokens_per_s)
@@ -213,7 +227,7 @@ def _print_report(report: FitReport, show_gpu: bool, threads_given: bool) -> Non
                 _rate(speed.decode_tokens_per_s),
                 f"[red]{at_ctx}[/red]" if slow else at_ctx,
                 _rate(speed.prompt_tokens_per_s),
-            ]
+            ] + ([_rate(speed.parallel_tokens_per_s)] if together else [])
         cells = [
             r.quantization + mark,
             str(r.ctx_tokens),
@@ -232,8 +246,9 @@ def _print_report(report: FitReport, show_gpu: bool, threads_given: bool) -> Non
     elif not any(exact):
         console.print("  ~ estimated from the model card; pull the model for exact figures")
     console.print(
-        "  PROCESS: the serve process before any model; DECODE/S: one stream, tokens/s at the "
-        "start of the context; AT CTX/S: at its end; PROMPT/S: prompt tokens/s"
+        "  PROCESS: the serve process; DECODE/S: one stream's tokens/s at the start of the "
+        "context, AT CTX/S at its end; PROMPT/S: prompt tokens/s"
+        + ("; ALL/S: every sequence decoding at once" if together else "")
     )
     best = report.recommendation
     if best:

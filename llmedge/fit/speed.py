@@ -45,6 +45,10 @@ KIND_COSTS = {
 ONE_THREAD_READ_FACTOR = 1.5
 # The step's fixed cost: building and scheduling its graph, per layer; and the sampler's pass
 # over every logit of the vocabulary.
+# Several streams decoding together share each weight read, and their products run in batched
+# kernels: per token, the cost moves from decode's towards a prompt's, halfway at this many more
+# streams (modelled from the two measured ends, not measured itself).
+BATCH_HALF_STREAMS = 8
 STEP_FIXED_S = 200e-6
 STEP_PER_LAYER_S = 36e-6
 SAMPLE_PER_VOCAB_S = 2e-9
@@ -192,6 +196,7 @@ def estimate_speed(
     bandwidth = read_bytes_per_s(host, resident, threads)
     weights_read = decode_read_bytes(shape)
     token_s = compute_s(shape, host, threads)
+    batched_s = compute_s(shape, host, threads, prompt=True)
     # Attention multiplies f16 (or dequantized) rows: the float rate.
     attention_mac_s = KIND_COSTS["float"][0] / (
         threads * _core_rate(host, DECODE_WEIGHTS_PER_CYCLE)
@@ -201,7 +206,9 @@ def estimate_speed(
 
     def step_s(streams: int, position: int) -> tuple[float, str]:
         memory = (weights_read + streams * kv_read_bytes(shape, options, position)) / bandwidth
-        compute = streams * (token_s + attention_macs(shape, position) * attention_mac_s)
+        share = (streams - 1) / (streams - 1 + BATCH_HALF_STREAMS)
+        per_token = token_s + share * (batched_s - token_s)
+        compute = streams * (per_token + attention_macs(shape, position) * attention_mac_s)
         per_stream_fixed = fixed + (streams - 1) * SAMPLE_PER_VOCAB_S * shape.vocab_size
         if memory >= compute:
             return memory + per_stream_fixed, "memory"
@@ -212,8 +219,7 @@ def estimate_speed(
     full_s, _ = step_s(1, cells)
     parallel_s, _ = step_s(options.parallel, cells // 2)
     tokens = min(options.batch_tokens, cells)
-    prompt_token_s = compute_s(shape, host, threads, prompt=True)
-    prompt_s = tokens * prompt_token_s + weights_read / bandwidth + fixed
+    prompt_s = tokens * batched_s + weights_read / bandwidth + fixed
     return SpeedEstimate(
         decode_tokens_per_s=1 / start_s,
         decode_full_tokens_per_s=1 / full_s,
