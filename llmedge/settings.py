@@ -13,12 +13,39 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, get_args, get_origin
 
 import platformdirs
-from pydantic import ByteSize, Field, SecretStr, field_validator, model_validator
+from pydantic import ByteSize, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 DEFAULT_MODEL = "smollm2-135m"
 # A keep-alive longer than any clock reaches (a century): the model stays until it is evicted.
 MAX_KEEP_ALIVE_S = 100 * 365 * 86400.0
+# KV cache types llama.cpp's CPU backend runs: 16-bit floats, 8- or 4-bit blocks of 32 values.
+KV_TYPES = ("f16", "q8_0", "q4_0")
+QUANTIZED_KV_TYPES = ("q8_0", "q4_0")
+FlashAttention = Literal["auto", "on", "off"]
+
+
+def parse_kv_type(text: str) -> tuple[str, str]:
+    """`TYPE` (K and V alike) or `K,V` -> the K and V cache types; ValueError names the choices."""
+    parts = [part.strip().lower() for part in text.split(",")]
+    if len(parts) == 1:
+        parts *= 2
+    if len(parts) != 2 or any(part not in KV_TYPES for part in parts):
+        raise ValueError(
+            f"KV cache type {text!r}: write one of {', '.join(KV_TYPES)} for K and V alike, "
+            "or K,V (e.g. q8_0,f16)"
+        )
+    return parts[0], parts[1]
+
+
+def flash_attention_problem(kv_type_v: str, flash_attn: str) -> str | None:
+    """Why llama.cpp would refuse these options (a quantized V cache needs flash attention)."""
+    if kv_type_v in QUANTIZED_KV_TYPES and flash_attn == "off":
+        return (
+            f"a {kv_type_v} V cache needs flash attention, which llama.cpp refuses to run "
+            "without: use --flash-attn auto (or on), or keep V in f16 (--kv-type K,f16)"
+        )
+    return None
 
 
 def _default_home() -> Path:
@@ -113,6 +140,35 @@ class Settings(BaseSettings):
     prefer_backend: str | None = Field(
         None, description="backend to try first wherever it can run the model (e.g. mlc)"
     )
+    kv_type: str = Field(
+        "f16",
+        description="KV cache type for llama.cpp: f16, q8_0 (half the memory) or q4_0, or K,V "
+        "for each (e.g. q8_0,f16)",
+    )
+    flash_attn: FlashAttention = Field(
+        "auto",
+        description="flash attention for llama.cpp: auto (on wherever the device supports it), "
+        "on or off; a quantized V cache needs it",
+    )
+
+    @field_validator("kv_type")
+    @classmethod
+    def _normal_kv_type(cls, value: str) -> str:
+        k, v = parse_kv_type(value)
+        return k if k == v else f"{k},{v}"
+
+    @model_validator(mode="after")
+    def _runnable_attention(self) -> Settings:
+        problem = flash_attention_problem(self.kv_types[1], self.flash_attn)
+        if problem:
+            raise ValueError(problem)
+        return self
+
+    @property
+    def kv_types(self) -> tuple[str, str]:
+        """The K and V cache types."""
+        return parse_kv_type(self.kv_type)
+
     speculative: Literal["off", "ngram", "draft"] = Field(
         "ngram",
         description="speculative decoding: off, ngram (guess tokens from the context; answers "
@@ -151,8 +207,13 @@ class Settings(BaseSettings):
 
     @property
     def preflight_dir(self) -> Path:
-        """Where the verdicts of llama.cpp's test loads are kept (`llama_preflight`)."""
+        """Where the verdicts of llama.cpp's test loads are kept (`backends.llama.preflight`)."""
         return self.home / "preflight"
+
+    @property
+    def cache_dir(self) -> Path:
+        """Measurements of this host and install (bandwidth, the serving process), kept as JSON."""
+        return self.home / "cache"
 
     def with_overrides(self, **overrides: Any) -> Settings:
         """A copy with the given fields replaced (None means: keep), validated again."""
@@ -172,6 +233,8 @@ CLI_FIELDS = (
     "memory_budget_bytes",
     "threads",
     "gpu_layers",
+    "kv_type",
+    "flash_attn",
     "api_key",
     "log_level",
     "speculative",
@@ -179,12 +242,16 @@ CLI_FIELDS = (
 )
 
 
+def flag_of(name: str) -> str:
+    """A setting's flag: units stay in the field names and leave the flags (ctx_tokens: --ctx)."""
+    return "--" + re.sub(r"_(tokens|s|bytes)$", "", name).replace("_", "-")
+
+
 def add_settings_flags(parser: argparse.ArgumentParser, names: tuple[str, ...]) -> None:
     """Add `--field-name` flags for these settings, with help and defaults taken from the fields."""
     for name in names:
         field = Settings.model_fields[name]
-        # Units stay in the field names and leave the flags: ctx_tokens -> --ctx.
-        flag = "--" + re.sub(r"_(tokens|s|bytes)$", "", name).replace("_", "-")
+        flag = flag_of(name)
         kind: type = field.annotation if field.annotation in (int, float) else str  # type: ignore[assignment]
         choices = get_args(field.annotation) if get_origin(field.annotation) is Literal else None
         parser.add_argument(
@@ -193,7 +260,7 @@ def add_settings_flags(parser: argparse.ArgumentParser, names: tuple[str, ...]) 
             type=kind,
             default=None,
             choices=choices,
-            metavar=flag[2:].upper().replace("-", "_") if choices is None else None,
+            metavar="|".join(choices) if choices else flag[2:].upper().replace("-", "_"),
             help=f"{field.description} [env LLMEDGE_{name.upper()}]",
         )
 
@@ -201,3 +268,15 @@ def add_settings_flags(parser: argparse.ArgumentParser, names: tuple[str, ...]) 
 def settings_from_args(args: argparse.Namespace, names: tuple[str, ...]) -> Settings:
     """Settings from the environment, with the flags the user gave on top."""
     return Settings().with_overrides(**{name: getattr(args, name, None) for name in names})
+
+
+def describe_invalid(error: ValidationError) -> str:
+    """One line for invalid settings, naming each flag and environment variable concerned."""
+    problems = []
+    for item in error.errors():
+        name = str(item["loc"][0]) if item["loc"] else ""
+        message = str(item["msg"]).removeprefix("Value error, ")
+        if name in Settings.model_fields:
+            message = f"{flag_of(name)} / LLMEDGE_{name.upper()}: {message}"
+        problems.append(message)
+    return "; ".join(problems)

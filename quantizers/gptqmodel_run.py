@@ -166,7 +166,7 @@ def _main(spec: Path) -> None:
         GPTQModel,
     )
 
-    from llmedge.backends.transformers_backend import gptqmodel_kernel
+    from llmedge.backends.transformers.backend import gptqmodel_kernel
     from quantizers.hf_perplexity import measure
 
     config_class = GPTQConfig if job.method == "gptq" else AWQConfig

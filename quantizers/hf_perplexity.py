@@ -7,7 +7,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from llmedge.backends.transformers_backend import load_causal_lm
+from llmedge.backends.transformers.backend import load_causal_lm
 from quantizers.perplexity import (
     DEFAULT_CTX_TOKENS,
     DEFAULT_SCORED_TOKENS,

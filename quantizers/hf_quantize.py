@@ -19,7 +19,7 @@ import time
 from dataclasses import asdict, replace
 from pathlib import Path
 
-from llmedge.backends.transformers_backend import pick_device
+from llmedge.backends.transformers.backend import pick_device
 from llmedge.errors import InvalidRequestError
 from llmedge.progress import CallbackReporter, Reporter
 from llmedge.settings import Settings

@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
-# Builds llama.cpp's llama-server from the sources vendored in the llama-cpp-python sdist that
-# llmedge pins, so benchmarks compare against the very same llama.cpp commit.
-#   scripts/build_llama_server.sh [OUTDIR]   (default: build/llama-server; prints the binary path)
+# Builds llama.cpp's llama-server (or another of its tools, e.g. llama-bench) from the sources
+# vendored in the llama-cpp-python sdist that llmedge pins, so benchmarks compare against the
+# very same llama.cpp commit.
+#   scripts/build_llama_server.sh [OUTDIR] [TARGET]
+#   (default: build/llama-server and llama-server; prints the binary path)
 set -euo pipefail
 out=${1:-build/llama-server}
+target=${2:-llama-server}
 version=$(python3 -c "import re,pathlib; print(re.search(r'llama-cpp-python==([\d.]+)', pathlib.Path('pyproject.toml').read_text()).group(1))")
 mkdir -p "$out"
 cd "$out"
@@ -18,5 +21,5 @@ cmake -S src/vendor/llama.cpp -B cmake-build -DCMAKE_BUILD_TYPE=Release \
   -DCMAKE_C_FLAGS="$flags" -DCMAKE_CXX_FLAGS="$flags" \
   -DLLAMA_BUILD_SERVER=ON -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_CURL=OFF \
   -DLLAMA_OPENSSL=OFF -DBUILD_SHARED_LIBS=OFF >/dev/null
-cmake --build cmake-build --target llama-server -j "$(nproc)" >/dev/null
-realpath cmake-build/bin/llama-server
+cmake --build cmake-build --target "$target" -j "$(nproc)" >/dev/null
+realpath "cmake-build/bin/$target"

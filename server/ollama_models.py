@@ -10,7 +10,7 @@ import threading
 import time
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
@@ -30,6 +30,10 @@ from server.ollama_schemas import ModelRequest, PullRequest
 from server.state import server_state
 
 log = logging.getLogger("llmedge.server")
+
+if TYPE_CHECKING:
+    from llmedge import Engine
+
 router = APIRouter()
 router.include_router(create_router)
 NDJSON = "application/x-ndjson"
@@ -120,9 +124,23 @@ def _model_info(manifest: Manifest) -> dict[str, Any]:
     return {key: value for key, value in info.items() if value is not None}
 
 
+def runtime_info(engine: Engine, manifest: Manifest) -> dict[str, Any]:
+    """How the server runs this model: its KV cache types and flash attention (the settings
+    every load takes), and whether it is loaded now."""
+    kv_k, kv_v = engine.settings.kv_types
+    loaded = any(entry.manifest.digest == manifest.digest for entry in engine.loaded())
+    return {
+        "llmedge.kv_cache_type_k": kv_k,
+        "llmedge.kv_cache_type_v": kv_v,
+        "llmedge.flash_attention": engine.settings.flash_attn,
+        "llmedge.loaded": loaded,
+    }
+
+
 @router.post("/show")
 async def show(body: ModelRequest, request: Request) -> dict[str, Any]:
-    manifest = await run_in_threadpool(server_state(request).engine.resolve, body.model)
+    engine = server_state(request).engine
+    manifest = await run_in_threadpool(engine.resolve, body.model)
     template = manifest.facts.chat_template if manifest.facts else None
     defaults = manifest.defaults
     return {
@@ -131,7 +149,7 @@ async def show(body: ModelRequest, request: Request) -> dict[str, Any]:
         "system": defaults.system or "" if defaults else "",
         "template": template or "",
         "details": details(manifest),
-        "model_info": _model_info(manifest),
+        "model_info": {**_model_info(manifest), **runtime_info(engine, manifest)},
         # Every chat model gets tools: llmedge describes them itself when the template cannot.
         "capabilities": ["completion", "tools"],
         "modified_at": manifest.created_at,

@@ -18,7 +18,7 @@ from llmedge import (
     Store,
     pull,
 )
-from llmedge.backends import llama_scheduler
+from llmedge.backends.llama import scheduler as llama_scheduler
 from llmedge.errors import DecodeError
 
 GREEDY = SamplingParams(temperature=0, max_tokens=16)

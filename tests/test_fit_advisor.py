@@ -112,6 +112,11 @@ PHI_3_MINI = card(
 )
 
 
+def kv(kind: str) -> dict[str, str]:
+    """K and V caches of one type."""
+    return {"kv_type_k": kind, "kv_type_v": kind}
+
+
 def shapes(model: ModelCard) -> list[ModelShape]:
     return [shape_from_card(model, quant) for quant in model.quantizations()]
 
@@ -202,10 +207,13 @@ def test_kv_cache_matches_llama_cpp_for_smollm2(smollm2: ModelShape) -> None:
     # llama.cpp reports 90.00 MiB (f16) and 23.91 MiB (q8_0, 2048 cells) for this model.
     f16 = sum(kv_layer_bytes(smollm2, FitOptions(ctx_tokens=4096)))
     assert f16 == 30 * 4096 * 2 * 192 * 2 == 90 * MIB
-    q8 = sum(kv_layer_bytes(smollm2, FitOptions(ctx_tokens=2048, kv_type="q8_0")))
+    q8 = sum(kv_layer_bytes(smollm2, FitOptions(ctx_tokens=2048, **kv("q8_0"))))
     assert q8 == 30 * 2048 * 2 * (192 // 32) * 34  # 34 bytes per 32 values, not 1 per value
-    q4 = sum(kv_layer_bytes(smollm2, FitOptions(ctx_tokens=2048, kv_type="q4_0")))
+    q4 = sum(kv_layer_bytes(smollm2, FitOptions(ctx_tokens=2048, **kv("q4_0"))))
     assert q4 == 30 * 2048 * 2 * (192 // 32) * 18
+    # K and V separately: a q8_0 K beside an f16 V.
+    mixed = sum(kv_layer_bytes(smollm2, FitOptions(ctx_tokens=2048, kv_type_k="q8_0")))
+    assert mixed == 30 * 2048 * ((192 // 32) * 34 + 192 * 2)
 
 
 def test_context_is_padded_to_256_cells_and_parallel_multiplies_the_cache(
@@ -235,8 +243,10 @@ def test_sliding_window_layers_keep_only_their_window(gemma3: ModelShape) -> Non
 
 def test_quantized_kv_needs_flash_attention_which_shrinks_compute(smollm2: ModelShape) -> None:
     with pytest.raises(ValueError, match="flash attention"):
-        FitOptions(kv_type="q8_0", flash_attn=False)
-    assert FitOptions(kv_type="q8_0").flash_attn and FitOptions().flash_attn  # llama.cpp's auto
+        FitOptions(**kv("q8_0"), flash_attn=False)
+    # llama.cpp refuses only a quantized V without flash attention; a quantized K runs.
+    assert FitOptions(kv_type_k="q8_0", flash_attn=False).kv_type == "q8_0,f16"
+    assert FitOptions(**kv("q8_0")).flash_attn and FitOptions().flash_attn  # llama.cpp's auto
     plain = compute_bytes(smollm2, FitOptions(ctx_tokens=8192, flash_attn=False))
     flash = compute_bytes(smollm2, FitOptions(ctx_tokens=8192, flash_attn=True))
     assert flash < plain / 5  # the f32 attention scores are never materialized
@@ -287,7 +297,7 @@ def test_check_fits_refuses_with_numbers_and_a_suggestion(smollm2: ModelShape) -
 
 
 def test_options_are_checked() -> None:
-    with pytest.raises(ValueError, match="kv_type"):
-        FitOptions(kv_type="q5_1")
+    with pytest.raises(ValueError, match="KV cache type 'q5_1'"):
+        FitOptions(kv_type_v="q5_1")
     with pytest.raises(ValueError, match="at least 1"):
         FitOptions(parallel=0)

@@ -53,7 +53,9 @@ def llmedge(home: Path, *args: str, **env_vars: str) -> subprocess.CompletedProc
 def test_fit_smollm2_prints_a_table_and_a_recommendation(llmedge_home: Path) -> None:
     done = llmedge(llmedge_home, "fit", "smollm2-135m")
     assert done.returncode == 0, done.stderr
-    for text in ("QUANT", "WEIGHTS", "KV", "COMPUTE", "HEADROOM", "q4_1", "recommended:"):
+    for text in ("QUANT", "WEIGHTS", "KV", "COMPUTE", "PROCESS", "HEADROOM", "q4_1"):
+        assert text in done.stdout
+    for text in ("DECODE/S", "AT CTX/S", "PROMPT/S", "recommended: llmedge serve smollm2-135m:"):
         assert text in done.stdout
     assert "available RAM" in done.stdout
 
@@ -78,11 +80,16 @@ def test_fit_json_matches_the_advisor_on_the_real_header(
     report = json.loads(done.stdout)
     rows = {(r["quantization"], r["ctx_tokens"]): r for r in report["rows"]}
     assert set(rows) == {("q4_1", 2048), ("q4_1", 8192)}
-    expected = estimate_memory(
-        shape_of_file(smollm2_gguf), FitOptions(ctx_tokens=8192, parallel=1, kv_type="q8_0")
+    process = report["options"]["process_bytes"]
+    assert 20 << 20 < process < 1 << 30  # the serve process, measured on this install
+    options = FitOptions(
+        ctx_tokens=8192, parallel=1, kv_type_k="q8_0", kv_type_v="q8_0", process_bytes=process
     )
+    expected = estimate_memory(shape_of_file(smollm2_gguf), options)
     row = rows[("q4_1", 8192)]
     assert row["exact"] and row["total_bytes"] == expected.total_bytes
+    # The process as measured, and what serving this model adds to it.
+    assert row["process_bytes"] == expected.process_bytes > process
     assert row["kv_bytes"] == 30 * 8192 * 2 * 6 * 34  # q8_0 rows: 34 bytes per 32 values
     assert row["fits"] and row["headroom_bytes"] == report["budget_bytes"] - row["ram_bytes"]
     assert report["recommendation"]["ctx_tokens"] == 8192
@@ -94,7 +101,7 @@ def test_fit_a_card_file_before_download_with_a_budget(llmedge_home: Path, tmp_p
     done = llmedge(llmedge_home, "fit", str(card), "--budget", "4GiB", "--parallel", "1")
     assert done.returncode == 0, done.stderr
     assert "phi-3-mini" in done.stdout and "4.0 GiB (--budget)" in done.stdout
-    assert "recommended: phi-3-mini:q4_k_m with --ctx 4096" in done.stdout
+    assert "recommended: llmedge serve phi-3-mini:q4_k_m --ctx 4096 --parallel 1" in done.stdout
     report = json.loads(
         llmedge(llmedge_home, "fit", str(card), "--budget", "4GiB", "--json").stdout
     )
@@ -128,3 +135,51 @@ def test_fit_errors_say_what_to_do(llmedge_home: Path) -> None:
     assert unknown.returncode == 1 and "smollm2-135m" in unknown.stderr
     nothing = llmedge(llmedge_home, "fit", "smollm2-135m", "--budget", "10MiB")
     assert nothing.returncode == 0 and "nothing fits" in nothing.stdout
+
+
+def test_fit_takes_the_serve_flags_and_the_environment(llmedge_home: Path) -> None:
+    def rows(*args: str, **env: str) -> dict[str, object]:
+        done = llmedge(
+            llmedge_home, "fit", "smollm2-135m:q4_1", "--json", "--ctx", "4096", *args, **env
+        )
+        assert done.returncode == 0, done.stderr
+        report: dict[str, object] = json.loads(done.stdout)
+        return report
+
+    f16 = rows("--parallel", "1")
+    mixed = rows("--parallel", "1", "--kv-type", "q8_0,f16")
+    env = rows("--parallel", "1", LLMEDGE_KV_TYPE="q8_0")
+    (f16_row,), (mixed_row,), (env_row,) = (r["rows"] for r in (f16, mixed, env))  # type: ignore[misc]
+    assert mixed["options"]["kv_type_k"] == "q8_0" and mixed["options"]["kv_type_v"] == "f16"  # type: ignore[index]
+    assert f16_row["kv_bytes"] > mixed_row["kv_bytes"] > env_row["kv_bytes"]
+    assert env_row["kv_bytes"] == 30 * 4096 * 2 * 6 * 34
+    bare = rows("--parallel", "1", "--no-process")
+    assert bare["rows"][0]["process_bytes"] == 0  # type: ignore[index]
+    assert bare["rows"][0]["total_bytes"] == f16_row["total_bytes"] - f16_row["process_bytes"]  # type: ignore[index]
+
+
+def test_fit_refuses_what_llama_cpp_refuses(llmedge_home: Path) -> None:
+    done = llmedge(llmedge_home, "fit", "smollm2-135m", "--kv-type", "q4_0", "--flash-attn", "off")
+    assert done.returncode == 2 and "needs flash attention" in done.stderr
+    assert "--flash-attn auto" in done.stderr and "Traceback" not in done.stderr
+    bad = llmedge(llmedge_home, "fit", "smollm2-135m", "--kv-type", "q5_1")
+    assert bad.returncode == 2 and "--kv-type" in bad.stderr and "q8_0,f16" in bad.stderr
+
+
+def test_fit_predicts_speed_and_holds_the_recommendation_to_min_speed(
+    llmedge_home: Path,
+) -> None:
+    done = llmedge(llmedge_home, "fit", "smollm2-135m:q4_1", "--json", "--parallel", "1")
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    speeds = [r["speed"] for r in report["rows"]]
+    assert all(s and s["decode_tokens_per_s"] >= s["decode_full_tokens_per_s"] > 0 for s in speeds)
+    assert report["min_speed_tokens_per_s"] == 10.0
+    fastest = max(s["decode_tokens_per_s"] for s in speeds)
+    # Asking for more than anything here reaches: the fastest is offered, and the reasons say so.
+    slow = llmedge(
+        llmedge_home, "fit", "smollm2-135m:q4_1", "--json", "--min-speed", str(fastest * 10)
+    )
+    assert slow.returncode == 0, slow.stderr
+    reasons = json.loads(slow.stdout)["reasons"]
+    assert any("nothing that fits reaches" in reason for reason in reasons)

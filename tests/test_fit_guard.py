@@ -2,13 +2,26 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
-from fake_backend import ScriptedBackend
+from fake_backend import ScriptedBackend, ScriptedModel
+from test_fit_advisor import kv
 from test_fit_cli import llmedge
 
-from llmedge import Engine, InsufficientMemoryError, Settings, Store, pull
+from llmedge import (
+    Engine,
+    InsufficientMemoryError,
+    InvalidRequestError,
+    ModelRef,
+    Settings,
+    Store,
+    pull,
+)
+from llmedge.backends import LoadOptions
+from llmedge.fit import FitOptions, estimate_memory, guard, shape_of_file
+from llmedge.fit.memory import kv_type_problem
 
 
 @pytest.fixture
@@ -46,3 +59,51 @@ def test_run_and_serve_refuse_an_oversize_model_with_the_numbers(llmedge_home: P
         done = llmedge(llmedge_home, *args, LLMEDGE_MEMORY_BUDGET_BYTES="64MiB")
         assert done.returncode == 1, (args, done.stdout, done.stderr)
         assert "needs" in done.stderr and "only 0.06 GiB is available" in done.stderr
+
+
+class RecordingBackend(ScriptedBackend):
+    """Keeps the options each load was given."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.options: list[LoadOptions] = []
+
+    def load(self, path: Path, options: LoadOptions) -> ScriptedModel:
+        self.options.append(options)
+        return super().load(path, options)
+
+
+def test_the_cache_types_and_flash_attention_reach_the_backend_and_the_check(
+    store: Store, stored: str
+) -> None:
+    backend = RecordingBackend()
+    settings = Settings(kv_type="q8_0,f16", flash_attn="on", ctx_tokens=2048, parallel=1)
+    Engine(settings, store, backend=backend).load(stored)
+    (options,) = backend.options
+    assert (options.kv_type_k, options.kv_type_v, options.flash_attn) == ("q8_0", "f16", "on")
+    # The memory check counts the same cache: a budget the f16 cache overflows takes q8_0.
+    smollm2 = shape_of_file(store.blob_path(store.resolve(ModelRef.parse(stored)).digest))
+    f16 = estimate_memory(smollm2, FitOptions(ctx_tokens=8192)).ram_bytes
+    q8 = estimate_memory(smollm2, FitOptions(ctx_tokens=8192, **kv("q8_0"))).ram_bytes
+    budget = (f16 + q8) // 2
+    with pytest.raises(InsufficientMemoryError, match="--kv-type q8_0"):
+        Engine(Settings(memory_budget_bytes=budget, ctx_tokens=8192, parallel=1), store,
+               backend=RecordingBackend()).load(stored)  # fmt: skip
+    fitting = Settings(memory_budget_bytes=budget, ctx_tokens=8192, parallel=1, kv_type="q8_0")
+    Engine(fitting, store, backend=RecordingBackend()).load(stored)
+
+
+def test_a_cache_type_a_model_cannot_hold_is_refused_before_loading(
+    store: Store, stored: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real = shape_of_file(store.blob_path(store.resolve(ModelRef.parse(stored)).digest))
+    assert kv_type_problem(real, FitOptions(**kv("q4_0"))) is None  # 64-value heads: 2 blocks
+    odd = replace(real, head_dim_k=80, head_dim_v=80)  # as some models have
+    problem = kv_type_problem(odd, FitOptions(kv_type_k="q8_0"))
+    assert problem and "80-value K heads" in problem and "--kv-type f16" in problem
+    assert kv_type_problem(odd, FitOptions()) is None
+    monkeypatch.setattr(guard, "shape_of_file", lambda path, name="": odd)
+    backend = RecordingBackend()
+    with pytest.raises(InvalidRequestError, match="80-value K heads"):
+        Engine(Settings(kv_type="q8_0"), store, backend=backend).load(stored)
+    assert backend.options == []

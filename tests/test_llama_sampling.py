@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from llmedge.backends.llama_sampling import sampler_seed
+from llmedge.backends.llama.sampling import sampler_seed
 
 SEEDS = st.integers(min_value=-(2**63), max_value=2**64 - 1)
 

@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-from llmedge.backends import llama_tokens
-from llmedge.backends.llama_tokens import SpecialTokenSplitter
+from llmedge.backends.llama import tokens as llama_tokens
+from llmedge.backends.llama.tokens import SpecialTokenSplitter
 
 PARTS = ["<|im_start|>", "<|im_end|>", "user\n", " hello", "  ", "\n", "<|endoftext|>",
          "héllo wörld", "<repo_name>", "x", "<|im_start", "|>", "\t", "<|im_end|>\n"]  # fmt: skip

@@ -1,7 +1,8 @@
 """Model files that pass the structural header checks but would abort or exhaust llama.cpp.
 
 The bounds in `llmedge.gguf.sanity` refuse the known ones at import and load; the pre-flight
-load in a child process (`llama_preflight`) turns any other abort into an error, kept by digest.
+load in a child process (`llmedge.backends.llama.preflight`) turns any other abort into an
+error, kept by digest.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from gguf_mutants import many_tensors_gguf, patch_value, rewrite_gguf
 
 from llmedge import InvalidModelFileError
 from llmedge.backends import LoadOptions
-from llmedge.backends.llama_preflight import preflight
+from llmedge.backends.llama.preflight import preflight
 from llmedge.gguf import read_gguf_header
 from llmedge.gguf.sanity import MAX_TENSORS
 from llmedge.store import sha256_of

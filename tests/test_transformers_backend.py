@@ -15,7 +15,7 @@ from hf_quantized import QUESTION, SOURCE, SharedStore
 
 from llmedge.backends import get_backend
 from llmedge.backends.base import LoadedModel, LoadOptions
-from llmedge.backends.transformers_backend import TransformersModel, quant_method
+from llmedge.backends.transformers.backend import TransformersModel, quant_method
 from llmedge.engine import GenerationStream
 from llmedge.errors import GenerationCancelledError, InvalidRequestError, PackedModelError
 from llmedge.generation import ChatMessage, GenerationChunk, SamplingParams

@@ -37,6 +37,9 @@ class LoadOptions:
     # `draft_path`, a small model with the same vocabulary). Backends that cannot ignore it.
     speculative: str = "ngram"
     draft_path: Path | None = None
+    kv_type_k: str = "f16"  # KV cache types (llama.cpp): f16, q8_0 or q4_0
+    kv_type_v: str = "f16"
+    flash_attn: str = "auto"  # auto, on or off (llama.cpp)
 
 
 class GenerationSink(Protocol):

@@ -7,7 +7,15 @@ import os
 
 from llmedge.settings import add_settings_flags, settings_from_args
 
-CHAT_SETTINGS = ("ctx_tokens", "threads", "gpu_layers", "speculative", "draft")
+CHAT_SETTINGS = (
+    "ctx_tokens",
+    "threads",
+    "gpu_layers",
+    "kv_type",
+    "flash_attn",
+    "speculative",
+    "draft",
+)
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

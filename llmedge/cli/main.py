@@ -7,9 +7,12 @@ import importlib
 import sys
 from collections.abc import Sequence
 
+from pydantic import ValidationError
+
 from llmedge import __version__
 from llmedge.errors import LlmedgeError
 from llmedge.files import file_error
+from llmedge.settings import describe_invalid
 
 # Each module adds its subcommands with `register(subparsers)`; heavy imports wait for the handler.
 COMMAND_MODULES = (
@@ -22,6 +25,7 @@ COMMAND_MODULES = (
     "quantize",
     "versions",
     "vision",
+    "hw",
     "fit",
     "route",
     "client",
@@ -67,6 +71,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         print(f"llmedge: error: {error}", file=sys.stderr)
         return error.exit_code
+    except ValidationError as exc:
+        if exc.title != "Settings":
+            raise
+        print(f"llmedge: error: {describe_invalid(exc)}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print(file=sys.stderr)
         return 130

@@ -135,7 +135,7 @@ def _pull(store: Store, args: argparse.Namespace) -> None:
 def _warn_if_too_big(store: Store, target: str, quant: str | None) -> None:
     """Before a download: say so when the model will not fit this machine (pulling goes on)."""
     from llmedge.errors import InsufficientMemoryError, LlmedgeError
-    from llmedge.fit import FitOptions, check_fits, shapes_for
+    from llmedge.fit import check_fits, options_for, shapes_for
     from llmedge.hardware import probe_host
 
     settings = Settings()
@@ -145,7 +145,7 @@ def _warn_if_too_big(store: Store, target: str, quant: str | None) -> None:
     except LlmedgeError:
         return  # no card to estimate from (a hf.co/ repo): the load-time check still applies
     budget = settings.memory_budget_bytes or probe_host().available_ram_bytes
-    options = FitOptions(ctx_tokens=settings.ctx_tokens, parallel=settings.parallel)
+    options = options_for(settings)
     for shape in shapes[:1]:
         try:
             check_fits(shape, options, budget)
@@ -273,6 +273,30 @@ def _report_rows(m: Manifest) -> list[tuple[str, str]]:
     return rows
 
 
+def _runtime_rows(settings: Settings, store: Store, m: Manifest) -> list[tuple[str, str]]:
+    """How `serve` and `run` would run the model with these settings: its KV cache and attention."""
+    from llmedge.cli.output import human_bytes
+    from llmedge.errors import LlmedgeError
+    from llmedge.fit import estimate_memory, options_for, shape_of_file
+
+    kv_k, kv_v = settings.kv_types
+    kv = f"{kv_k} K, {kv_v} V"
+    if m.format == "gguf":
+        try:
+            shape = shape_of_file(store.blob_path(m.digest), m.name)
+        except (LlmedgeError, OSError):
+            shape = None
+        if shape is not None:
+            ctx = min(settings.ctx_tokens, shape.ctx_train_tokens or settings.ctx_tokens)
+            kv_bytes = estimate_memory(shape, options_for(settings, ctx_tokens=ctx)).kv_bytes
+            size = human_bytes(kv_bytes)
+            kv += f": {size} for {settings.parallel} x {ctx} tokens"
+    return [
+        ("kv cache", f"{kv} [--kv-type, LLMEDGE_KV_TYPE]"),
+        ("flash attention", f"{settings.flash_attn} [--flash-attn, LLMEDGE_FLASH_ATTN]"),
+    ]
+
+
 def run_show(args: argparse.Namespace) -> None:
     from rich.table import Table
 
@@ -293,6 +317,8 @@ def run_show(args: argparse.Namespace) -> None:
     table.add_column()
     versions = [n for n, _ in store.versions(manifest.name, manifest.tag)]
     for key, value in _facts_rows(manifest, versions):
+        table.add_row(key, value)
+    for key, value in _runtime_rows(settings, store, manifest):
         table.add_row(key, value)
     first_line = template.strip().splitlines()[0] if template.strip() else "(none: ChatML is used)"
     table.add_row("chat template", first_line[:100] + (" …" if len(template) > 100 else ""))

@@ -19,6 +19,8 @@ RUN_SETTINGS = (
     "threads",
     "gpu_layers",
     "memory_budget_bytes",
+    "kv_type",
+    "flash_attn",
     "speculative",
     "draft",
 )

@@ -25,7 +25,7 @@ from llmedge.errors import (
     ModelUnloadingError,
 )
 from llmedge.fit.guard import ensure_fits
-from llmedge.fit.memory import FitOptions
+from llmedge.fit.memory import options_for
 from llmedge.settings import Settings
 from llmedge.store import Manifest, ModelRef, Store
 
@@ -122,6 +122,9 @@ class ModelTable:
             preflight_dir=self.settings.preflight_dir,
             speculative=self.settings.speculative,
             draft_path=self._draft_path(),
+            kv_type_k=self.settings.kv_types[0],
+            kv_type_v=self.settings.kv_types[1],
+            flash_attn=self.settings.flash_attn,
         )
         self._make_room(manifest)
         if manifest.format == "gguf":  # refuse, with numbers, what the OS would kill
@@ -166,8 +169,8 @@ class ModelTable:
 
     def _fitting_gpu_layers(self, manifest: Manifest, options: LoadOptions) -> int:
         """The GPU layers of a plan that fits, unloading idle models to make memory."""
-        fit = FitOptions(
-            ctx_tokens=options.ctx_tokens, parallel=options.parallel, gpu_layers=options.gpu_layers
+        fit = options_for(
+            self.settings, ctx_tokens=options.ctx_tokens, gpu_layers=options.gpu_layers
         )
         path = self.store.blob_path(manifest.digest)
         while True:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from llmedge.fit.advisor import FitReport, FitRow, advise, check_fits, memory_budget
 from llmedge.fit.guard import ensure_fits, shape_of_file
-from llmedge.fit.memory import FitOptions, MemoryEstimate, estimate_memory
+from llmedge.fit.memory import FitOptions, MemoryEstimate, estimate_memory, options_for
 from llmedge.fit.shape import ModelShape, shape_from_card, shape_from_header
 from llmedge.fit.sources import shapes_for
 
@@ -20,6 +20,7 @@ __all__ = [
     "ensure_fits",
     "estimate_memory",
     "memory_budget",
+    "options_for",
     "shape_from_card",
     "shape_from_header",
     "shape_of_file",

@@ -1,7 +1,9 @@
-"""The memory-fit advisor: which quantization x context fits this host, and which to choose.
+"""The fit advisor: which quantization x context fits this host, how fast, and which to choose.
 
 Pure functions over frozen dataclasses; probing the host and reading GGUF headers happen before,
-in `llmedge.hardware` and `llmedge.fit.shape`; the bytes themselves come from `llmedge.fit.memory`.
+in `llmedge.hardware` and `llmedge.fit.shape`; the bytes come from `llmedge.fit.memory`, the
+tokens/s from `llmedge.fit.speed`. The recommendation is the best quality that fits a useful
+context and decodes at a usable speed.
 """
 
 from __future__ import annotations
@@ -18,10 +20,13 @@ from llmedge.fit.memory import (
     gpu_layers_that_fit,
 )
 from llmedge.fit.shape import ModelShape, quant_rank
+from llmedge.fit.speed import SpeedEstimate, estimate_speed
 from llmedge.hardware import HostFacts
 
 # A context is "useful" from this many tokens (or the model's trained context, if shorter).
 USEFUL_CTX_TOKENS = 4096
+# A usable speed: one stream, at the end of a full context, decodes at least this fast.
+MIN_SPEED_TOKENS_PER_S = 10.0
 DEFAULT_CTX_LADDER = (1024, 2048, 4096, 8192, 16384, 32768, 65536, 131072)
 
 
@@ -35,6 +40,7 @@ class FitRow:
     estimate: MemoryEstimate
     budget_bytes: int
     vram_budget_bytes: int = 0
+    speed: SpeedEstimate | None = None  # None: offloaded to a GPU, or bandwidth not measured
 
     @property
     def headroom_bytes(self) -> int:
@@ -44,6 +50,11 @@ class FitRow:
     def fits(self) -> bool:
         vram_ok = self.estimate.vram_bytes <= self.vram_budget_bytes or not self.estimate.vram_bytes
         return self.headroom_bytes >= 0 and vram_ok
+
+    def fast_enough(self, min_tokens_per_s: float) -> bool:
+        """Whether one stream decodes at `min_tokens_per_s` to the end of the context (a row
+        whose speed is unknown passes: there is nothing to hold against it)."""
+        return self.speed is None or self.speed.decode_full_tokens_per_s >= min_tokens_per_s
 
 
 @dataclass(frozen=True)
@@ -57,6 +68,7 @@ class FitReport:
     rows: tuple[FitRow, ...]
     recommendation: FitRow | None
     reasons: tuple[str, ...] = field(default=())
+    min_speed_tokens_per_s: float = MIN_SPEED_TOKENS_PER_S
 
 
 def memory_budget(
@@ -83,8 +95,16 @@ def plan(
         room = gpu_layers_that_fit(shape, options, vram_free)
         layers = room if options.gpu_layers < 0 else min(options.gpu_layers, shape.n_layers + 1)
     estimate = estimate_memory(shape, options, layers)
+    # The CPU model only: what a GPU decodes at is not measured here.
+    speed = None if estimate.vram_bytes else estimate_speed(shape, options, host, estimate.kv_bytes)
     return FitRow(
-        shape.quantization, options.ctx_tokens, shape.exact, estimate, budget_bytes, vram_free
+        shape.quantization,
+        options.ctx_tokens,
+        shape.exact,
+        estimate,
+        budget_bytes,
+        vram_free,
+        speed,
     )
 
 
@@ -105,6 +125,7 @@ def advise(
     contexts: Sequence[int] = (),
     budget_bytes: int | None = None,
     offload: bool = False,
+    min_speed_tokens_per_s: float = MIN_SPEED_TOKENS_PER_S,
 ) -> FitReport:
     """The table of quantization x context for one model, and which to choose."""
     if not shapes:
@@ -116,51 +137,111 @@ def advise(
         for shape in ordered
         for ctx in context_ladder(shape, contexts)
     )
-    recommendation, reasons = _recommend(ordered, rows, budget, source, options)
-    return FitReport(ordered[0].name, budget, source, options, rows, recommendation, reasons)
+    wanted = Wanted(budget, source, options, min_speed_tokens_per_s)
+    recommendation, reasons = _recommend(ordered, rows, wanted)
+    return FitReport(
+        ordered[0].name,
+        budget,
+        source,
+        options,
+        rows,
+        recommendation,
+        reasons,
+        min_speed_tokens_per_s,
+    )
+
+
+@dataclass(frozen=True)
+class Wanted:
+    """What the recommendation must meet: the budget (and its source), options, least speed."""
+
+    budget_bytes: int
+    source: str
+    options: FitOptions
+    min_tokens_per_s: float
+
+
+def _speed_text(row: FitRow) -> str:
+    assert row.speed is not None
+    return (
+        f"{row.speed.decode_full_tokens_per_s:.1f} tokens/s at the end of {row.ctx_tokens} "
+        f"tokens ({row.speed.decode_tokens_per_s:.1f} at the start; {row.speed.bound}-bound)"
+    )
 
 
 def _recommend(
-    shapes: Sequence[ModelShape],
-    rows: Sequence[FitRow],
-    budget: int,
-    source: str,
-    options: FitOptions,
+    shapes: Sequence[ModelShape], rows: Sequence[FitRow], wanted: Wanted
 ) -> tuple[FitRow | None, tuple[str, ...]]:
-    """The best-quality quantization that fits with a useful context, at its longest context."""
-    reasons = [f"budget {budget / MIB:,.0f} MiB ({source})"]
+    """The best-quality quantization that fits a useful context and decodes at a usable speed,
+    at the longest context that keeps both; failing that, the nearest thing, saying why."""
+    reasons = [f"budget {wanted.budget_bytes / MIB:,.0f} MiB ({wanted.source})"]
     fitting = [row for row in rows if row.fits]
     if not fitting:
-        smallest = min(rows, key=lambda r: r.estimate.ram_bytes)
-        reasons.append(
-            f"nothing fits: the smallest, {smallest.quantization} at {smallest.ctx_tokens} "
-            f"tokens, needs {smallest.estimate.ram_bytes / MIB:,.0f} MiB"
-        )
-        hints = ["--parallel 1 (one KV cache, not several)"] if options.parallel > 1 else []
-        hints += ["--kv-type q8_0 (half the KV cache)"] if options.kv_type == "f16" else []
-        hints += ["a smaller model, free memory, or a larger --budget"]
-        reasons.append("try " + "; ".join(hints))
-        return None, tuple(reasons)
+        return None, (*reasons, *_nothing_fits(rows, wanted.options))
+    least = wanted.min_tokens_per_s
+    if all(row.speed is None for row in fitting):
+        reasons.append("speed not predicted (no bandwidth measured, or layers on a GPU)")
+    fast = [row for row in fitting if row.fast_enough(least)]
     for shape in shapes:
         useful = min(USEFUL_CTX_TOKENS, shape.ctx_train_tokens or USEFUL_CTX_TOKENS)
-        mine = [r for r in fitting if r.quantization == shape.quantization]
+        fits = [r for r in fitting if r.quantization == shape.quantization]
+        mine = [r for r in fast if r.quantization == shape.quantization]
         if mine and max(r.ctx_tokens for r in mine) >= useful:
             best = max(mine, key=lambda r: r.ctx_tokens)
             reasons.append(
                 f"{best.quantization} is the best-quality quantization that fits a useful "
-                f"context (>= {useful} tokens); its longest fitting context is "
-                f"{best.ctx_tokens} tokens with {best.headroom_bytes / MIB:,.0f} MiB to spare"
+                f"context (>= {useful} tokens)"
+                + (f" at >= {least:g} tokens/s" if best.speed else "")
+                + f"; its longest such context is {best.ctx_tokens} tokens with "
+                f"{best.headroom_bytes / MIB:,.0f} MiB to spare"
+                + (f", decoding at {_speed_text(best)}" if best.speed else "")
             )
             return best, tuple(reasons)
-        if mine:
+        useful_fits = [r for r in fits if r.ctx_tokens >= useful]
+        if useful_fits and not any(r.ctx_tokens >= useful for r in mine):
+            shortest = min(useful_fits, key=lambda r: r.ctx_tokens)  # the fastest of them
+            reasons.append(f"{shape.quantization} fits but is too slow: {_speed_text(shortest)}")
+        elif fits:
             reasons.append(
-                f"{shape.quantization} fits only up to {max(r.ctx_tokens for r in mine)} tokens"
+                f"{shape.quantization} fits only up to {max(r.ctx_tokens for r in fits)} tokens"
             )
         else:
             reasons.append(f"{shape.quantization} does not fit at any context tried")
-    best = max(fitting, key=lambda r: (r.ctx_tokens, quant_rank(r.quantization)))
-    reasons.append(f"no quantization fits {USEFUL_CTX_TOKENS} tokens; taking the longest that fits")
+    if fast:
+        best = max(fast, key=lambda r: (r.ctx_tokens, quant_rank(r.quantization)))
+        reasons.append(
+            f"no quantization fits {USEFUL_CTX_TOKENS} tokens at a usable speed; taking the "
+            "longest context that fits" + (f" at >= {least:g} tokens/s" if best.speed else "")
+        )
+        return best, tuple(reasons)
+    best = max(fitting, key=lambda r: (r.ctx_tokens >= USEFUL_CTX_TOKENS, _full_speed(r)))
+    reasons.append(
+        f"nothing that fits reaches {least:g} tokens/s here; the fastest is {best.quantization}"
+        f" at {_speed_text(best)}: try a smaller model, fewer parallel sequences, or "
+        f"--min-speed {max(1, int(_full_speed(best)))} to accept it"
+    )
     return best, tuple(reasons)
+
+
+def _full_speed(row: FitRow) -> float:
+    return row.speed.decode_full_tokens_per_s if row.speed else 0.0
+
+
+def _nothing_fits(rows: Sequence[FitRow], options: FitOptions) -> list[str]:
+    """Why nothing fits, and the flags (of `serve` and `fit` alike) that would shrink it."""
+    smallest = min(rows, key=lambda r: r.estimate.ram_bytes)
+    hints = ["--parallel 1 (one KV cache, not several)"] if options.parallel > 1 else []
+    if options.kv_type_k == "f16" or options.kv_type_v == "f16":
+        flash = "" if options.flash_attn else " --flash-attn auto"
+        hints.append(f"--kv-type q8_0{flash} (half the KV cache)")
+    elif options.kv_type != "q4_0":
+        hints.append("--kv-type q4_0 (a quarter of the f16 KV cache)")
+    hints.append("a smaller model, free memory, or a larger --budget")
+    return [
+        f"nothing fits: the smallest, {smallest.quantization} at {smallest.ctx_tokens} "
+        f"tokens, needs {smallest.estimate.ram_bytes / MIB:,.0f} MiB",
+        "try " + "; ".join(hints),
+    ]
 
 
 def check_fits(
@@ -175,16 +256,27 @@ def check_fits(
 
 
 def _suggest(shape: ModelShape, options: FitOptions, budget_bytes: int, gpu_layers: int) -> str:
-    """What would make it fit: a shorter context, or else a smaller quantization or model."""
+    """What would make it fit: a smaller KV cache type or a shorter context, or else a smaller
+    quantization or model."""
+
+    def fits(changed: FitOptions) -> bool:
+        return estimate_memory(shape, changed, gpu_layers).ram_bytes <= budget_bytes
+
+    hints = []
+    quantized = replace(options, kv_type_k="q8_0", kv_type_v="q8_0")
+    if options.kv_type == "f16" and options.flash_attn and fits(quantized):
+        hints.append("--kv-type q8_0 (half the KV cache: it fits)")
     ctx = options.ctx_tokens
     while ctx > 512:
         ctx //= 2
-        smaller = replace(options, ctx_tokens=ctx)
-        if estimate_memory(shape, smaller, gpu_layers).ram_bytes <= budget_bytes:
-            return (
-                f"try a shorter context (--ctx {ctx} fits), run `llmedge fit {shape.name}` "
-                "for the options, or set LLMEDGE_MEMORY_BUDGET_BYTES if you know better"
-            )
+        if fits(replace(options, ctx_tokens=ctx)):
+            hints.append(f"a shorter context (--ctx {ctx} fits)")
+            break
+    if hints:
+        return (
+            f"try {' or '.join(hints)}, run `llmedge fit {shape.name}` for the options, or set "
+            "LLMEDGE_MEMORY_BUDGET_BYTES if you know better"
+        )
     return (
         f"the weights alone take {shape.weight_bytes / MIB:,.0f} MiB; pick a smaller "
         f"quantization or model (see `llmedge fit {shape.name}`), or free memory"

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from llmedge.errors import InvalidRequestError
 from llmedge.fit.advisor import check_fits
-from llmedge.fit.memory import FitOptions, gpu_layers_that_fit
+from llmedge.fit.memory import FitOptions, gpu_layers_that_fit, kv_type_problem
 from llmedge.fit.shape import ModelShape, shape_from_header
 from llmedge.gguf import read_model_header
 from llmedge.hardware import probe_host
@@ -21,7 +22,8 @@ def shape_of_file(path: Path, name: str = "") -> ModelShape:
 
 
 def ensure_fits(path: Path, options: FitOptions, budget_bytes: int | None, name: str = "") -> int:
-    """Raise `InsufficientMemoryError` when the model at `path` would not fit; else return the
+    """Raise `InsufficientMemoryError` when the model at `path` would not fit (and
+    `InvalidRequestError` for KV cache types llama.cpp would refuse for it); else return the
     layers to offload, the plan the check approved, which the load must then use.
 
     The budget is `budget_bytes` when set, else the RAM available now. With a discrete GPU and
@@ -30,6 +32,9 @@ def ensure_fits(path: Path, options: FitOptions, budget_bytes: int | None, name:
     and the request passes unchanged (unified memory, or a GPU this probe cannot see).
     """
     shape = shape_of_file(path, name)
+    problem = kv_type_problem(shape, options)
+    if problem:
+        raise InvalidRequestError(problem, param="model")
     host = probe_host()
     gpu_layers = 0
     if options.gpu_layers != 0 and host.gpus:

@@ -12,7 +12,10 @@ llama-cpp-python, mmap off) actually touches, component by component:
   attention scores plus the f16 copy the CPU makes of them (flash attention avoids both), the
   attention masks, and per-token activations;
 - output: one row of logits per sequence;
-- overhead: the runtime's own structures (vocabulary, graphs, threads).
+- overhead: the runtime's own structures (vocabulary, graphs, threads);
+- process: the serving process itself (interpreter, libraries, server) before any model, which
+  `llmedge.hardware.process` measures per install, and what serving the model adds to it;
+  zero for a model loaded into a running process.
 
 The constants below were fitted to peak RSS measured by `scripts/fit_accuracy.py`; its table is
 committed in tests/data and a test keeps these predictions within the issue's targets.
@@ -21,12 +24,14 @@ committed in tests/data and a test keeps these predictions within the issue's ta
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from llmedge.fit.shape import ModelShape
 from llmedge.gguf.ggml_types import row_nbytes
+from llmedge.settings import KV_TYPES, Settings, flash_attention_problem
 
 MIB = 1 << 20
-KV_TYPES = ("f16", "q8_0", "q4_0")
+KV_BLOCK_VALUES = 32  # q8_0 and q4_0 store blocks of 32 values: a head must be whole blocks
 KV_PAD_CELLS = 256  # llama.cpp pads the context (and each window) to this many cells
 # Compute buffer, per batch token: bytes per attention score (f32 scores + f16 copy for the
 # V product), per mask cell (f32, plus an f16 copy with flash attention), and activations.
@@ -39,6 +44,11 @@ ACTIVATION_EMBD_BYTES = 3  # the residual stream and its normalized copy
 # The runtime's own memory: a fixed part, and the tokenizer's tables per vocabulary entry.
 OVERHEAD_BYTES = 18 * MIB
 OVERHEAD_PER_VOCAB_BYTES = 148
+# What serving adds to the serve process measured before any model (fitted on the 2k and 4k
+# serve points): handling requests, and the GGUF header that the load-time check reads in
+# Python, its vocabulary as strings.
+SERVE_BYTES = 3 * MIB
+SERVE_PER_VOCAB_BYTES = 48
 # GPU offload is estimated, not measured here: the CUDA/Metal context and its host libraries.
 GPU_CONTEXT_BYTES = 400 * MIB
 GPU_HOST_LIBRARY_BYTES = 300 * MIB
@@ -47,11 +57,13 @@ VRAM_RESERVE_FRACTION = 0.05
 
 @dataclass(frozen=True)
 class FitOptions:
-    """How the model would be run: context, batch, KV cache type, parallel sequences, offload."""
+    """How the model would be run: context, batch, KV cache types, parallel sequences, offload,
+    and in what process."""
 
     ctx_tokens: int = 4096
     batch_tokens: int = 512  # llama.cpp's n_ubatch: tokens decoded in one step
-    kv_type: str = "f16"
+    kv_type_k: str = "f16"
+    kv_type_v: str = "f16"
     parallel: int = 1
     gpu_layers: int = -1  # -1: as many as fit in free VRAM; 0: CPU only
     # llama.cpp's default ("auto") turns flash attention on wherever the device supports it, as
@@ -60,14 +72,59 @@ class FitOptions:
     # llama-cpp-python keeps a full-size cache for sliding-window layers (so prompts can be
     # reused); False sizes those layers to their window, as llama.cpp's server does.
     swa_full: bool = True
+    # The process the model runs in, before the model: a fresh `serve` counts it, a model
+    # loaded into a running process does not (its memory is already spent).
+    process_bytes: int = 0
+    threads: int = 0  # decoding threads, for the speed estimate (0: every usable core)
 
     def __post_init__(self) -> None:
-        if self.kv_type not in KV_TYPES:
-            raise ValueError(f"kv_type {self.kv_type!r}: choose one of {', '.join(KV_TYPES)}")
+        for kind in (self.kv_type_k, self.kv_type_v):
+            if kind not in KV_TYPES:
+                raise ValueError(f"KV cache type {kind!r}: choose one of {', '.join(KV_TYPES)}")
         if self.ctx_tokens < 1 or self.batch_tokens < 1 or self.parallel < 1:
             raise ValueError("ctx_tokens, batch_tokens and parallel must be at least 1")
-        if self.kv_type != "f16" and not self.flash_attn:
-            raise ValueError("a quantized KV cache needs flash attention (llama.cpp refuses)")
+        if self.process_bytes < 0 or self.threads < 0:
+            raise ValueError("process_bytes and threads cannot be negative")
+        problem = flash_attention_problem(self.kv_type_v, "on" if self.flash_attn else "off")
+        if problem:
+            raise ValueError(problem)
+
+    @property
+    def kv_type(self) -> str:
+        """The cache types as the --kv-type flag writes them: `q8_0`, or `q8_0,f16` (K,V)."""
+        k, v = self.kv_type_k, self.kv_type_v
+        return k if k == v else f"{k},{v}"
+
+
+def options_for(settings: Settings, **overrides: Any) -> FitOptions:
+    """The options a model is run with under `settings` (context, parallel sequences, KV cache
+    types, flash attention, threads, GPU layers), with `overrides` on top."""
+    kv_k, kv_v = settings.kv_types
+    values: dict[str, Any] = {
+        "ctx_tokens": settings.ctx_tokens,
+        "parallel": settings.parallel,
+        "kv_type_k": kv_k,
+        "kv_type_v": kv_v,
+        "flash_attn": settings.flash_attn != "off",
+        "threads": settings.threads,
+        "gpu_layers": settings.gpu_layers,
+    }
+    return FitOptions(**{**values, **overrides})
+
+
+def kv_type_problem(shape: ModelShape, options: FitOptions) -> str | None:
+    """Why llama.cpp would refuse this model's KV cache types: a quantized cache stores blocks of
+    32 values, and flash attention needs every head to be whole blocks."""
+    for side, kind, head_dim in (
+        ("K", options.kv_type_k, shape.head_dim_k),
+        ("V", options.kv_type_v, shape.head_dim_v),
+    ):
+        if kind != "f16" and options.flash_attn and head_dim % KV_BLOCK_VALUES:
+            return (
+                f"{shape.name} has {head_dim}-value {side} heads, which a {kind} cache cannot "
+                f"hold in blocks of {KV_BLOCK_VALUES}; use --kv-type f16 for {side}"
+            )
+    return None
 
 
 @dataclass(frozen=True)
@@ -82,6 +139,7 @@ class MemoryEstimate:
     kv_cells: int
     gpu_layers: int = 0
     vram_bytes: int = 0
+    process_bytes: int = 0
 
     @property
     def total_bytes(self) -> int:
@@ -92,6 +150,7 @@ class MemoryEstimate:
             + self.compute_bytes
             + self.output_bytes
             + self.overhead_bytes
+            + self.process_bytes
         )
 
     @property
@@ -121,8 +180,8 @@ def kv_layer_bytes(shape: ModelShape, options: FitOptions) -> list[int]:
     sizes = []
     for il, heads in enumerate(shape.n_kv_heads):
         cells = swa_cells if shape.swa_layers[il] else global_cells
-        row = row_nbytes(options.kv_type, heads * shape.head_dim_k)
-        row += row_nbytes(options.kv_type, heads * shape.head_dim_v)
+        row = row_nbytes(options.kv_type_k, heads * shape.head_dim_k)
+        row += row_nbytes(options.kv_type_v, heads * shape.head_dim_v)
         sizes.append(cells * row * options.parallel)
     return sizes
 
@@ -173,7 +232,15 @@ def estimate_memory(shape: ModelShape, options: FitOptions, gpu_layers: int = 0)
         kv_cells=cells * options.parallel,
         gpu_layers=gpu_blocks + int(output_on_gpu),
         vram_bytes=vram,
+        process_bytes=serving_bytes(shape, options),
     )
+
+
+def serving_bytes(shape: ModelShape, options: FitOptions) -> int:
+    """The serve process's own memory with this model in it (0 where none is counted)."""
+    if not options.process_bytes:
+        return 0
+    return options.process_bytes + SERVE_BYTES + SERVE_PER_VOCAB_BYTES * shape.vocab_size
 
 
 def gpu_layers_that_fit(shape: ModelShape, options: FitOptions, vram_free_bytes: int) -> int:

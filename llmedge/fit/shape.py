@@ -14,6 +14,7 @@ from typing import Any
 from llmedge.cards import ModelCard
 from llmedge.errors import InvalidModelFileError
 from llmedge.gguf import GgufHeader, facts_from_header
+from llmedge.gguf.ggml_types import GGML_TYPES
 
 # Every Nth layer attends globally, the others through the sliding window, as llama.cpp hard-codes
 # it for architectures whose GGUF files carry no per-layer pattern.
@@ -57,6 +58,9 @@ class ModelShape:
     layer_weight_bytes: tuple[int, ...]  # per layer, as stored
     output_weight_bytes: int  # output norm and head: offloaded with the last layer
     other_weight_bytes: int  # token embeddings and the rest: always on the CPU
+    # The matrices one decode step multiplies, as (ggml type, values) totals: what the speed
+    # estimate's arithmetic costs. Empty for a card's estimate (its quantization stands in).
+    decode_weights: tuple[tuple[str, int], ...] = ()
 
     @property
     def weight_bytes(self) -> int:
@@ -67,9 +71,10 @@ class ModelShape:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ModelShape:
-        values = {f.name: data[f.name] for f in fields(cls)}
+        values = {f.name: data[f.name] for f in fields(cls) if f.name in data}
         for key in ("n_kv_heads", "swa_layers", "layer_weight_bytes"):
             values[key] = tuple(values[key])
+        values["decode_weights"] = tuple((k, int(n)) for k, n in values.get("decode_weights", ()))
         return cls(**values)
 
 
@@ -133,6 +138,9 @@ def shape_from_header(header: GgufHeader, name: str = "") -> ModelShape:
 
     layer_bytes = [0] * n_layers
     output_bytes = other_bytes = 0
+    tied = not any(t.name == "output.weight" for t in header.tensors)
+    n_experts, n_used = _int(key("expert_count")) or 0, _int(key("expert_used_count")) or 0
+    decode: dict[str, float] = {}
     for tensor in header.tensors:
         match = _LAYER.match(tensor.name)
         if match and int(match.group(1)) < n_layers:
@@ -141,6 +149,13 @@ def shape_from_header(header: GgufHeader, name: str = "") -> ModelShape:
             output_bytes += tensor.nbytes
         else:
             other_bytes += tensor.nbytes
+        # Matrices a token multiplies: the layers' and the output head (the embeddings, when
+        # tied; else only their rows are looked up); of routed experts, the share used.
+        head = tensor.name == "output.weight" or (tied and tensor.name == "token_embd.weight")
+        if len(tensor.shape) >= 2 and (head or match):
+            share = n_used / n_experts if "_exps" in tensor.name and n_experts else 1.0
+            kind = GGML_TYPES[tensor.type_id].name if tensor.type_id in GGML_TYPES else "f32"
+            decode[kind] = decode.get(kind, 0) + tensor.n_elements * share
     vocab = facts.vocab_size or _int(key("vocab_size")) or 0
     return ModelShape(
         name=name or facts.name or arch,
@@ -158,12 +173,13 @@ def shape_from_header(header: GgufHeader, name: str = "") -> ModelShape:
         ctx_train_tokens=facts.ctx_train_tokens or 0,
         sliding_window=window,
         swa_layers=swa_layers_for(arch, n_layers, window, key("attention.sliding_window_pattern")),
-        tied_embeddings=not any(t.name == "output.weight" for t in header.tensors),
-        n_experts=_int(key("expert_count")) or 0,
-        n_experts_used=_int(key("expert_used_count")) or 0,
+        tied_embeddings=tied,
+        n_experts=n_experts,
+        n_experts_used=n_used,
         layer_weight_bytes=tuple(layer_bytes),
         output_weight_bytes=output_bytes,
         other_weight_bytes=other_bytes,
+        decode_weights=tuple(sorted((kind, int(n)) for kind, n in decode.items())),
     )
 
 

@@ -5,7 +5,7 @@ and aborts the whole process (it allows 1 to 512 layers), and 100,000 tensors ke
 busy for most of a minute (its tensor bookkeeping grows with the square of the count). These
 checks refuse such files with `InvalidModelFileError`, at import and before every load. The
 bounds are far outside real models, so a model that passes is one llama.cpp may still refuse,
-but with an error rather than an abort (`llmedge.backends.llama_preflight` covers the rest).
+but with an error rather than an abort (`llmedge.backends.llama.preflight` covers the rest).
 """
 
 from __future__ import annotations

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from llmedge.backends.base import LoadOptions
-from llmedge.backends.llama_slots import Rows, common_prefix
+from llmedge.backends.llama.slots import Rows, common_prefix
 from llmedge.errors import DecodeError, InvalidModelFileError, InvalidRequestError
 
 N_BATCH = 512

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from llmedge.backends.base import GenerationSink
-from llmedge.backends.llama_drafts import DraftLength, NgramDrafts
+from llmedge.backends.llama.drafts import DraftLength, NgramDrafts
 from llmedge.generation import FinishReason, GenerationChunk, TokenLogprob
 from llmedge.prompting import StopMatcher
 

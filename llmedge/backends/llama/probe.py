@@ -1,5 +1,5 @@
-"""`python -m llmedge.backends.llama_probe PATH OPTIONS`: load a GGUF file as the server would,
-tokenize a prompt and generate one token, then exit (run by `llama_preflight` in a child).
+"""`python -m llmedge.backends.llama.probe PATH OPTIONS`: load a GGUF file as the server would,
+tokenize a prompt and generate one token, then exit (run by `preflight` in a child).
 
 Exit 0: llama.cpp coped. Exit 3: it refused the file with an error, printed on stdout. A crash
 (SIGABRT, SIGSEGV) is the answer the parent looks for.
@@ -13,7 +13,7 @@ import threading
 from pathlib import Path
 
 from llmedge.backends.base import LoadOptions
-from llmedge.backends.llama_cpp import LlamaCppModel
+from llmedge.backends.llama.backend import LlamaCppModel
 from llmedge.errors import LlmedgeError
 from llmedge.generation import GenerationChunk, SamplingParams
 

@@ -11,10 +11,10 @@ from pathlib import Path
 from typing import Any
 
 from llmedge.backends.base import Availability, GenerationSink, LoadOptions, close_at_exit
-from llmedge.backends.llama_draft_model import DraftModel
-from llmedge.backends.llama_preflight import preflight
-from llmedge.backends.llama_scheduler import BatchScheduler
-from llmedge.backends.llama_tokens import SpecialTokenSplitter
+from llmedge.backends.llama.draft_model import DraftModel
+from llmedge.backends.llama.preflight import preflight
+from llmedge.backends.llama.scheduler import BatchScheduler
+from llmedge.backends.llama.tokens import SpecialTokenSplitter
 from llmedge.errors import (
     BackendUnavailableError,
     ContextLengthExceededError,
@@ -28,6 +28,11 @@ from llmedge.prompting import ChatTemplate
 
 INSTALL_HINT = "install it with `pip install 'llmedge[llama]'`"
 N_BATCH = 512
+FLASH_ATTN_TYPES = {
+    "auto": "LLAMA_FLASH_ATTN_TYPE_AUTO",
+    "on": "LLAMA_FLASH_ATTN_TYPE_ENABLED",
+    "off": "LLAMA_FLASH_ATTN_TYPE_DISABLED",
+}
 
 
 def _import_llama_cpp() -> Any:
@@ -128,6 +133,9 @@ class LlamaCppModel:
         params.n_seq_max = 1 if embeddings else options.parallel
         params.kv_unified = False  # each sequence gets its own n_ctx / n_seq_max cache
         params.n_threads = params.n_threads_batch = options.threads
+        params.type_k = getattr(lib, f"GGML_TYPE_{options.kv_type_k.upper()}")
+        params.type_v = getattr(lib, f"GGML_TYPE_{options.kv_type_v.upper()}")
+        params.flash_attn_type = getattr(lib, FLASH_ATTN_TYPES[options.flash_attn])
         if embeddings:
             params.embeddings = True
             params.pooling_type = lib.LLAMA_POOLING_TYPE_MEAN

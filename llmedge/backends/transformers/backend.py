@@ -23,7 +23,7 @@ from typing import Any
 
 from llmedge.backends.base import Availability, GenerationSink, LoadOptions
 from llmedge.backends.serial import SerialQueue
-from llmedge.backends.transformers_sampling import new_generator, sample_token, token_logprob
+from llmedge.backends.transformers.sampling import new_generator, sample_token, token_logprob
 from llmedge.errors import (
     BackendUnavailableError,
     ContextLengthExceededError,

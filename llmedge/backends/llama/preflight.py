@@ -3,7 +3,7 @@
 llama.cpp answers many malformed files with a failed assertion (SIGABRT) or a crash instead of
 an error, and that would take the server, its other models and every open stream with it. So
 before a file is loaded here for the first time, a child process
-(`python -m llmedge.backends.llama_probe`) loads it with the same GPU offload, creates a small
+(`python -m llmedge.backends.llama.probe`) loads it with the same GPU offload, creates a small
 context, tokenizes a short prompt and generates a token, then exits. Only a clean exit lets the
 real load go ahead. The verdict is kept under LLMEDGE_HOME (`preflight/<sha256>-<load>.json`,
 keyed by the file's digest, the GPU offload and the llama.cpp version), so each file pays for
@@ -36,11 +36,11 @@ from llmedge.files import write_text_atomic
 
 PREFLIGHT_TIMEOUT_S = 600.0
 PROBE_CTX_TOKENS = 256
-_PROBE = "llmedge.backends.llama_probe"
+_PROBE = "llmedge.backends.llama.probe"
 _BLOB_NAME = re.compile(r"^sha256-([0-9a-f]{64})$")
 # Signals that mean llama.cpp itself gave up on the file: kept as a refusal.
 _FILE_FAULTS = {signal.SIGABRT, signal.SIGSEGV, signal.SIGILL, signal.SIGFPE}
-_REFUSED_EXIT = 3  # llama_probe's exit code when llama.cpp refused the file with an error
+_REFUSED_EXIT = 3  # the probe's exit code when llama.cpp refused the file with an error
 
 
 def _key(path: Path, options: LoadOptions, version: str) -> str | None:

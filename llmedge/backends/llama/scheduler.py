@@ -5,7 +5,7 @@ Each slot owns a sequence id and remembers which tokens its KV cache holds. A ne
 the free slot sharing the longest prefix with its prompt, so a multi-turn chat evaluates only the
 new turn. Every step packs one decode: the next token of each generating slot, as much pending
 prompt as fits in `n_batch`, and in the room left each slot's draft tokens (speculative decoding,
-`llmedge.backends.llama_drafts`); then each slot samples its rows in order with its own sampler
+`llmedge.backends.llama.drafts`); then each slot samples its rows in order with its own sampler
 chain, keeps the draft tokens its samples agree with, drops the rest from its cache, and writes
 its chunks straight into the request's sink. The prompt cache is bounded by construction:
 `n_slots` sequences of `ctx_tokens` each.
@@ -26,10 +26,10 @@ from functools import partial
 from typing import Any, Literal
 
 from llmedge.backends.base import GenerationSink
-from llmedge.backends.llama_draft_model import DraftModel
-from llmedge.backends.llama_drafts import NgramDrafts
-from llmedge.backends.llama_sampling import build_sampler, token_logprob
-from llmedge.backends.llama_slots import Request, Rows, Slot, common_prefix
+from llmedge.backends.llama.draft_model import DraftModel
+from llmedge.backends.llama.drafts import NgramDrafts
+from llmedge.backends.llama.sampling import build_sampler, token_logprob
+from llmedge.backends.llama.slots import Request, Rows, Slot, common_prefix
 from llmedge.errors import DecodeError, GenerationCancelledError, ModelUnloadingError
 from llmedge.generation import FinishReason, TokenLogprob
 

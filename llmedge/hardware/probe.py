@@ -3,6 +3,8 @@
 Everything is read once into frozen dataclasses, which the fit advisor and the router take as
 plain data. Each probe degrades to "unknown" rather than failing: a missing /proc file, an absent
 `nvidia-smi` or an unloadable NVML leave their fields empty, with the reason kept in `notes`.
+Memory bandwidth takes seconds to measure, so it is added on request (`with_bandwidth`) from a
+measurement cached under LLMEDGE_HOME.
 """
 
 from __future__ import annotations
@@ -13,11 +15,13 @@ import re
 import shutil
 import subprocess
 import sys
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import psutil
+
+from llmedge.hardware.bandwidth import BandwidthFacts, cached_bandwidth
 
 # SIMD features worth naming, as /proc/cpuinfo spells them -> as llama.cpp names them.
 X86_FEATURES = {
@@ -87,6 +91,8 @@ class HostFacts:
     apple: AppleSiliconFacts | None = None
     backends: tuple[BackendFacts, ...] = ()
     notes: tuple[str, ...] = field(default=())
+    cpu_mhz: float = 0.0  # the clock /proc/cpuinfo reports (0: unknown)
+    bandwidth: BandwidthFacts | None = None  # measured on request: `with_bandwidth`
 
     @property
     def gpu_offload(self) -> bool:
@@ -132,6 +138,12 @@ def cpu_model_and_simd(cpuinfo: str, machine: str) -> tuple[str, tuple[str, ...]
     flags = set((fields.get("flags") or fields.get("features") or "").split())
     table = ARM_FEATURES if machine.lower() in ("aarch64", "arm64") else X86_FEATURES
     return name, tuple(label for flag, label in table.items() if flag in flags)
+
+
+def cpu_mhz_of(cpuinfo: str) -> float:
+    """The first "cpu MHz" in /proc/cpuinfo text (0.0 when absent)."""
+    match = re.search(r"^cpu MHz\s*:\s*([\d.]+)", cpuinfo, re.MULTILINE)
+    return float(match.group(1)) if match else 0.0
 
 
 def cgroup_memory_limit(max_text: str, current_text: str) -> tuple[int, int] | None:
@@ -235,7 +247,8 @@ def llama_cpp_features(system_info: str) -> tuple[str, ...]:
 def probe_host() -> HostFacts:
     """Probe this machine (its backends are probed by `llmedge.routing.facts.with_backends`)."""
     machine = platform.machine()
-    cpu_model, simd = cpu_model_and_simd(_read("/proc/cpuinfo"), machine)
+    cpuinfo = _read("/proc/cpuinfo")
+    cpu_model, simd = cpu_model_and_simd(cpuinfo, machine)
     if sys.platform == "darwin":
         cpu_model = _sysctl("machdep.cpu.brand_string") or cpu_model
         if machine == "arm64":
@@ -264,7 +277,29 @@ def probe_host() -> HostFacts:
         gpus=gpus,
         apple=_apple(),
         notes=tuple(notes + gpu_notes),
+        cpu_mhz=cpu_mhz_of(cpuinfo),
     )
+
+
+MAX_BANDWIDTH_THREADS = 32  # past this many readers a host's bandwidth no longer grows
+
+
+def with_bandwidth(host: HostFacts, cache_file: Path, remeasure: bool = False) -> HostFacts:
+    """`host` with its memory bandwidth, from `cache_file` or measured now (a few seconds)."""
+    threads = max(1, min(host.usable_cores, MAX_BANDWIDTH_THREADS))
+    key = f"{host.cpu_model}|{host.machine}|{threads} threads|{host.total_ram_bytes} bytes"
+    measured = cached_bandwidth(cache_file, key, threads, host.available_ram_bytes, remeasure)
+    if measured is None:
+        note = "memory bandwidth not measured: libc's memchr is not callable here"
+        return replace(host, notes=(*host.notes, note))
+    notes = host.notes
+    if not measured.trustworthy:
+        notes += (
+            f"memory bandwidth measured while other processes kept {measured.others_busy:.0%} "
+            "of the CPUs busy: too low, so not kept; speeds are pessimistic until it is "
+            "measured on a quieter machine (`llmedge hw --measure`)",
+        )
+    return replace(host, bandwidth=measured, notes=notes)
 
 
 def peak_rss_bytes() -> int:

@@ -1,0 +1,167 @@
+"""Speculative decoding benchmark: input-grounded prompts through llmedge and llama-server.
+
+    scripts/build_llama_server.sh            # once: llama-server from the same llama.cpp
+    python scripts/bench_speculative.py --llama-server PATH/TO/llama-server
+
+Every server is up at once: llmedge with `--speculative off` and `ngram` (its default), and
+llama-server with `--spec-type none` and each of its n-gram types, otherwise with default flags.
+The prompts ask for answers that repeat their input (a rename in code, a verbatim copy, a quote
+and a sentence, a corrected paragraph), the work n-gram guesses speed up. Each round sends every
+prompt to every server, the server order alternating between rounds, one client and then four
+at once; figures are medians over the rounds (these machines drift by a quarter between runs).
+Answers are greedy, so every server should give the same text with or without guesses.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from contextlib import ExitStack
+from pathlib import Path
+
+sys.path[:0] = [
+    str(Path(__file__).resolve().parent),
+    str(Path(__file__).resolve().parent.parent / "tests"),
+]
+from bench_serve import Stream, llama_server, stream_chat  # noqa: E402
+from server_process import running_server  # noqa: E402
+
+from llmedge import Settings, Store, ensure_model  # noqa: E402
+
+CODE = """def total_price(items, tax_rate):
+    subtotal = 0
+    for item in items:
+        subtotal += item.price * item.quantity
+    tax = subtotal * tax_rate
+    return subtotal + tax
+
+
+def cheapest(items):
+    best = None
+    for item in items:
+        if best is None or item.price < best.price:
+            best = item
+    return best
+"""
+PARAGRAPH = (
+    "The lighthouse stood at the end of the pier for a hundred years. Every night its keeper "
+    "climbed the ninety steps, trimmed the wick and wound the clockwork that turned the lens. "
+    "Ships far out at sea saw the beam sweep the water and knew where the rocks were."
+)
+PROMPTS = {
+    "rename": f"Rename the variable `items` to `products` everywhere in this code. Reply with "
+    f"the whole code only.\n\n{CODE}",
+    "copy": f"Copy this text exactly, word for word:\n\n{PARAGRAPH}",
+    "quote": f"Quote this paragraph in full, then add one sentence about it:\n\n{PARAGRAPH}",
+    "fix": "Correct the spelling in this paragraph and reply with the corrected paragraph only:"
+    "\n\n" + PARAGRAPH.replace("lighthouse", "lighthuose").replace("night", "nigth"),
+}
+LLAMA_SPEC_TYPES = ("none", "ngram-simple", "ngram-map-k", "ngram-mod", "ngram-cache")
+
+
+def ask(url: str, model: str, prompt: str, tokens: int) -> Stream:
+    return stream_chat(url, model, [{"role": "user", "content": prompt}], tokens)
+
+
+def together(url: str, model: str, prompts: list[str], tokens: int) -> float:
+    """Aggregate decode tokens/s of these prompts sent at once."""
+    results: list[Stream] = []
+    lock = threading.Lock()
+
+    def one(prompt: str) -> None:
+        result = ask(url, model, prompt, tokens)
+        with lock:
+            results.append(result)
+
+    started = time.perf_counter()
+    threads = [threading.Thread(target=one, args=(p,)) for p in prompts]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return sum(r.tokens for r in results) / (time.perf_counter() - started)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="smollm2-135m")
+    parser.add_argument("--llama-server", metavar="PATH", required=True)
+    parser.add_argument("--tokens", type=int, default=160)
+    parser.add_argument("--rounds", type=int, default=3)
+    args = parser.parse_args()
+
+    with ExitStack() as stack:
+        urls: dict[str, str] = {}
+        for mode in ("off", "ngram"):
+            home = Path(stack.enter_context(tempfile.TemporaryDirectory()))
+            store = Store(Settings(home=home).store_dir)
+            manifest = ensure_model(store, args.model)
+            server = running_server(home, "--speculative", mode, timeout_s=120)
+            urls[f"llmedge {mode}"] = stack.enter_context(server)
+        path = store.verified_blob(manifest)
+        port = 18100 + (int(time.time()) % 800)
+        for i, kind in enumerate(LLAMA_SPEC_TYPES):
+            server = llama_server(args.llama_server, path, port + i, ("--spec-type", kind))
+            urls[f"llama-server {kind}"] = stack.enter_context(server)
+        names = list(urls)
+        for url in urls.values():  # warm-up: the first answer of a process is slower
+            ask(url, manifest.ref, "Hello", 8)
+
+        single: dict[str, dict[str, list[float]]] = {n: {p: [] for p in PROMPTS} for n in names}
+        four: dict[str, list[float]] = {n: [] for n in names}
+        texts: dict[str, dict[str, int]] = {n: {} for n in names}
+        for r in range(args.rounds):
+            for name in names if r % 2 == 0 else names[::-1]:
+                for label, prompt in PROMPTS.items():
+                    result = ask(urls[name], manifest.ref, prompt, args.tokens)
+                    single[name][label].append(result.decode_tokens_per_s)
+                    texts[name][label] = result.tokens
+                four[name].append(
+                    together(urls[name], manifest.ref, list(PROMPTS.values()), args.tokens)
+                )
+            print(f"round {r + 1} of {args.rounds} done", file=sys.stderr)
+
+    settings = Settings()
+    print(
+        f"model {manifest.ref}; {args.tokens}-token greedy answers; {settings.threads} threads; "
+        f"medians of {args.rounds} interleaved rounds; decode tokens/s"
+    )
+    base = "llmedge off"
+    best_llama = max(
+        (n for n in names if n.startswith("llama-server") and not n.endswith("none")),
+        key=lambda n: statistics.median(statistics.median(v) for v in single[n].values()),
+    )
+    header = f"{'':28}" + "".join(f"{label:>9}" for label in PROMPTS)
+    print(header + f"{'median':>9}{'4 clients':>11}{'tokens':>8}")
+    medians: dict[str, float] = {}
+    for name in names:
+        rates = [statistics.median(single[name][label]) for label in PROMPTS]
+        medians[name] = statistics.median(rates)
+        cells = "".join(f"{rate:>9.1f}" for rate in rates)
+        tokens = sum(texts[name].values())
+        print(
+            f"{name:28}{cells}{medians[name]:>9.1f}{statistics.median(four[name]):>11.1f}{tokens:>8}"
+        )
+    ours = "llmedge ngram"
+    print(
+        f"llmedge ngram / llmedge off (single stream):          {medians[ours] / medians[base]:.2f}"
+    )
+    print(
+        f"llmedge ngram / best llama-server ({best_llama.split()[1]}): "
+        f"{medians[ours] / medians[best_llama]:.2f}"
+    )
+    four_ours = statistics.median(four[ours])
+    four_off = statistics.median(four[base])
+    print(f"4 clients, llmedge ngram / llmedge off:               {four_ours / four_off:.2f}")
+    print(
+        f"4 clients, llmedge ngram / {best_llama}: "
+        f"{four_ours / statistics.median(four[best_llama]):.2f}"
+    )
+
+
+if __name__ == "__main__":
+    main()
