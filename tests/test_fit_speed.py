@@ -54,9 +54,9 @@ def test_a_large_model_decodes_near_bandwidth_over_its_bytes() -> None:
     every = DESKTOP.bandwidth.read_bytes_per_s(q4.weight_bytes, 16)  # type: ignore[union-attr]
     wall = every / decode_read_bytes(q4)  # all 16 cores reading: the bandwidth wall
     predicted = speed_of(q4, DESKTOP)
-    assert 0.8 * wall <= predicted <= wall  # never past the wall, and close to it
+    assert 0.7 * wall <= predicted <= wall  # never past the wall, and close to it
     faster = measured(DESKTOP, 80 * GB)
-    assert speed_of(q4, faster) > 1.6 * predicted  # memory-bound: twice the bandwidth, ~2x
+    assert speed_of(q4, faster) > 1.4 * predicted  # mostly memory-bound: twice the bandwidth
 
 
 def test_speed_falls_with_bytes_context_and_fewer_threads(smollm2_gguf: Path) -> None:
@@ -99,7 +99,7 @@ def test_a_2_core_box_gets_what_decodes_at_a_usable_speed_not_f16() -> None:
     assert best.speed.decode_full_tokens_per_s == fastest  # none reaches 10: the fastest
     assert any("nothing that fits reaches 10 tokens/s" in r for r in report.reasons)
     assert any("f16 fits but is too slow" in r for r in report.reasons)
-    for floor in (3.0, 2.5, 1.5, 1.0):
+    for floor in (2.0, 1.5, 1.0):
         chosen = advise(phi, BOX_2_CORE, FitOptions(), min_speed_tokens_per_s=floor)
         pick = chosen.recommendation
         assert pick is not None and pick.speed is not None

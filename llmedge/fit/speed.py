@@ -2,7 +2,8 @@
 
 A pure function over frozen dataclasses, like the memory estimate; the host's bandwidth was
 measured before, by `llmedge.hardware.bandwidth`. Decoding one token is one pass over the
-weights, so a step takes the longer of two times, plus a fixed cost:
+weights, so a step takes the longer of two times, half the shorter (they overlap only in
+part), and a fixed cost:
 
 - memory: the bytes the step reads (every layer's weights, the output matrix, and each stream's
   K and V rows up to its position) over the bandwidth measured for a working set that size;
@@ -27,7 +28,7 @@ from llmedge.hardware import HostFacts
 # Weights one core multiplies per cycle, by the widest SIMD family the CPU has: one token
 # against a matrix (decode) and a batch of them (prompt), for 4- and 8-bit blocks. Fitted on an
 # AVX512 host; the other families are guesses from llama.cpp's kernels for them, unverified.
-DECODE_WEIGHTS_PER_CYCLE = {"AVX512": 3.1, "AVX2": 2.5, "AVX": 1.2, "NEON": 2.0, "": 0.5}
+DECODE_WEIGHTS_PER_CYCLE = {"AVX512": 3.3, "AVX2": 2.5, "AVX": 1.2, "NEON": 2.0, "": 0.5}
 PROMPT_WEIGHTS_PER_CYCLE = {"AVX512": 7.0, "AVX2": 5.0, "AVX": 2.0, "NEON": 4.0, "": 1.0}
 DEFAULT_MHZ = 3000.0  # where the clock is not reported (Apple Silicon)
 # Relative cost per weight (decode, prompt) by kind of weight type: unpacking and scaling the
@@ -43,6 +44,9 @@ KIND_COSTS = {
 # One decoding thread keeps more reads in flight than the probe's scan does: it reads this much
 # faster than the probe's one-thread figure.
 ONE_THREAD_READ_FACTOR = 1.5
+# Reading and multiplying overlap only in part: this share of the shorter of the two adds to
+# the longer (fitted with the per-cycle rates above; the error grew with the weights' bytes).
+UNOVERLAPPED_SHARE = 0.5
 # The step's fixed cost: building and scheduling its graph, per layer; and the sampler's pass
 # over every logit of the vocabulary.
 # Several streams decoding together share each weight read, and their products run in batched
@@ -210,9 +214,10 @@ def estimate_speed(
         per_token = token_s + share * (batched_s - token_s)
         compute = streams * (per_token + attention_macs(shape, position) * attention_mac_s)
         per_stream_fixed = fixed + (streams - 1) * SAMPLE_PER_VOCAB_S * shape.vocab_size
+        overlap = UNOVERLAPPED_SHARE * min(memory, compute)
         if memory >= compute:
-            return memory + per_stream_fixed, "memory"
-        return compute + per_stream_fixed, "compute"
+            return memory + overlap + per_stream_fixed, "memory"
+        return compute + overlap + per_stream_fixed, "compute"
 
     cells = kv_cells(shape, options)[0]
     start_s, bound = step_s(1, 0)
