@@ -14,7 +14,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.types import Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from llmedge import LlmedgeError
 from llmedge.files import file_error
@@ -55,6 +55,36 @@ def error_response(exc: LlmedgeError, request: Request | None = None) -> JSONRes
     return JSONResponse(shaped, status_code=exc.http_status, headers=headers)
 
 
+class DiskErrors:
+    """A full disk or an unwritable folder met while answering is a one-line error that says
+    what to free (507 or 500), when no byte of the answer has left yet; any other `OSError` (a
+    client gone mid-answer) goes on up. Middleware, not an exception handler: a handler for
+    `OSError` would also catch the disconnects of streams already under way."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        started = False
+
+        async def watching_send(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, watching_send)
+        except OSError as exc:
+            error = file_error(exc)
+            if error is None or started:
+                raise
+            log.error("%s", error)
+            body = error_body(str(error), error.error_type, error.param, error.code)
+            await send_error(scope, send, error.http_status, body)
+
+
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(LlmedgeError)
     async def _llmedge(request: Request, exc: LlmedgeError) -> JSONResponse:
@@ -81,13 +111,7 @@ def install_error_handlers(app: FastAPI) -> None:
         body = error_body(message, "invalid_request_error", None, "invalid_value")
         return JSONResponse(_shaped(request, body, 400), status_code=400)
 
-    @app.exception_handler(OSError)
-    async def _os_error(request: Request, exc: OSError) -> JSONResponse:
-        error = file_error(exc)
-        if error is None:
-            return await _unexpected(request, exc)
-        log.error("%s", error)
-        return error_response(error, request)
+    app.add_middleware(DiskErrors)
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:

@@ -134,6 +134,7 @@ CHAT_VALUES: dict[str, Any] = {
     "top_k": 20,
     "min_p": 0.1,
     "repeat_penalty": 1.1,
+    "speculative": False,
     "user": "user-1",
     "verbosity": "low",
     "web_search_options": {},
@@ -158,6 +159,7 @@ COMPLETION_VALUES: dict[str, Any] = {
     "top_k": 20,
     "min_p": 0.1,
     "repeat_penalty": 1.1,
+    "speculative": False,
     "user": "user-1",
 }
 EMBEDDING_VALUES: dict[str, Any] = {

@@ -58,15 +58,16 @@ class ModelRunner:
 
     # --- using it ------------------------------------------------------------------------
 
-    def lease(self, keep_alive_s: float | None = None) -> Lease:
-        """Pin the model; `keep_alive_s` (when given) becomes its keep-alive."""
+    def lease(self, keep_alive_s: float | None = None, manifest: Manifest | None = None) -> Lease:
+        """Pin the model; `keep_alive_s` (when given) becomes its keep-alive. `manifest` is the
+        name it was asked for (a created model shares its base's weights, not its defaults)."""
         with self._lock:
             self._check_open()
             self._leases += 1
             if keep_alive_s is not None:  # the last request to say so sets the model's timer
                 self.keep_alive_s = keep_alive_s
             self.last_used = time.monotonic()
-        return Lease(self)
+        return Lease(self, manifest or self.manifest)
 
     def submit(self, stream: GenerationStream) -> None:
         """Hand a generation to the model, or refuse it at once (busy, or unloading)."""
@@ -173,13 +174,10 @@ class Lease:
     Release it once (leaving a `with` block does); a lease collected unreleased releases then.
     """
 
-    def __init__(self, runner: ModelRunner) -> None:
+    def __init__(self, runner: ModelRunner, manifest: Manifest) -> None:
         self.runner = runner
+        self.manifest = manifest  # the model asked for: its name, defaults and facts
         self._release = weakref.finalize(self, runner._release)
-
-    @property
-    def manifest(self) -> Manifest:
-        return self.runner.manifest
 
     @property
     def model(self) -> LoadedModel:

@@ -75,7 +75,7 @@ class ModelTable:
                     raise ModelUnloadingError("the engine is shutting down")
                 runner = self._runners.get(manifest.digest)
                 if runner is not None:
-                    return runner.lease(keep_alive_s)  # 503 while it drains
+                    return runner.lease(keep_alive_s, manifest)  # 503 while it drains
                 future = self._loading.get(manifest.digest)
                 loads_here = future is None
                 if future is None:
@@ -95,7 +95,7 @@ class ModelTable:
                 del self._loading[manifest.digest]
             future.set_exception(exc)
             raise
-        lease = runner.lease(keep_alive_s)  # before anyone can see it idle
+        lease = runner.lease(keep_alive_s, manifest)  # before anyone can see it idle
         with self._lock:
             del self._loading[manifest.digest]
             closed = self._closed
@@ -128,7 +128,7 @@ class ModelTable:
         )
         self._make_room(manifest)
         if manifest.format == "gguf":  # refuse, with numbers, what the OS would kill
-            options = replace(options, gpu_layers=self._fitting_gpu_layers(manifest, options))
+            options = replace(options, gpu_layers=self._fitting_gpu_layers(manifest, path, options))
         model = backend.load(path, options)
         return ModelRunner(
             manifest,
@@ -167,12 +167,11 @@ class ModelTable:
                 )
             victim.close()
 
-    def _fitting_gpu_layers(self, manifest: Manifest, options: LoadOptions) -> int:
+    def _fitting_gpu_layers(self, manifest: Manifest, path: Path, options: LoadOptions) -> int:
         """The GPU layers of a plan that fits, unloading idle models to make memory."""
         fit = options_for(
             self.settings, ctx_tokens=options.ctx_tokens, gpu_layers=options.gpu_layers
         )
-        path = self.store.blob_path(manifest.digest)
         while True:
             try:
                 return ensure_fits(path, fit, self.settings.memory_budget_bytes, manifest.name)
