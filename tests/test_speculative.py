@@ -22,6 +22,7 @@ from llmedge import (
     pull,
 )
 from llmedge.backends.llama.drafts import DRAFT_MAX, DraftLength, NgramDrafts
+from llmedge.backends.llama.step_cost import StepCost
 
 COPY = (
     "Copy this text exactly: the quick brown fox jumps over the lazy dog. A journey of a "
@@ -53,6 +54,19 @@ def test_draft_length_grows_shrinks_and_rests() -> None:
     length.record(4, 0)
     length.record(2, 0)  # two drafts rejected outright: it rests for a step
     assert length.wanted() == 0 and length.wanted() > 0
+
+
+def test_a_draft_pays_alone_and_not_when_other_streams_fill_the_step() -> None:
+    cost = StepCost()
+    assert cost.draft_pays(1, 1, 4, 0.1)  # nothing measured yet: guesses may go ahead
+    for rows in (1, 2, 4, 8, 1, 4):  # 10 ms a step, 4 ms a row: what a small model costs here
+        cost.record(rows, 0.010 + 0.004 * rows)
+    fixed_s, row_s = cost.fit() or (0, 0)
+    assert abs(fixed_s - 0.010) < 1e-6 and abs(row_s - 0.004) < 1e-6
+    assert cost.draft_pays(1, 1, 4, 0.7)  # one stream: the step's fixed part dominates
+    assert not cost.draft_pays(4, 4, 4, 0.7)  # four: the rows' arithmetic does
+    assert cost.draft_pays(4, 4, 8, 0.97)  # ... unless the stream is copying its prompt
+    assert not cost.draft_pays(1, 1, 1, 0.1)  # a guess rarely accepted never pays
 
 
 def _engine(settings: Settings, store: Store, speculative: str, **extra: object) -> Engine:

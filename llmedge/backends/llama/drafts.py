@@ -4,7 +4,8 @@ A slot that generates proposes a few tokens it guesses come next; the scheduler 
 the same step as the slot's real next token and keeps the prefix its own sampler agrees with.
 Sampling each kept row once, in order, with the slot's sampler chain is exactly sampling without
 drafts: greedy answers stay token for token the same, and sampled ones keep their distribution
-(and, with a seed, their very tokens). A draft only costs the rows it adds to a decode step.
+(and, with a seed, their very tokens). A draft only costs the rows it adds to a decode step, and
+the scheduler proposes one only where those rows pay (`llmedge.backends.llama.step_cost`).
 
 `NgramDrafts` guesses from the slot's own context, prompt included (prompt lookup decoding): the
 tokens that followed the last earlier occurrence of its latest n-gram. Input-grounded answers
@@ -61,6 +62,10 @@ DRAFT_START = 4
 DRAFT_MAX = 32
 DRAFT_MIN = 1
 REST_STEPS_MAX = 64
+# A slot's expected share of guesses accepted before it has made any, and how fast its own
+# record fades back to that each step: about what an n-gram match gets on input-grounded text.
+ACCEPT_PRIOR = 0.7
+ACCEPT_FADE = 0.05
 
 
 @dataclass
@@ -75,8 +80,12 @@ class DraftLength:
     rest_steps: int = 1
     drafted: int = field(default=0)
     accepted: int = field(default=0)
+    # The share of recent guesses accepted, the latest draft counting half: acceptance comes in
+    # runs (a copied span accepts everything, then nothing), so the recent past says most.
+    accept_rate: float = ACCEPT_PRIOR
 
     def wanted(self) -> int:
+        self.accept_rate += (ACCEPT_PRIOR - self.accept_rate) * ACCEPT_FADE
         if self.resting:
             self.resting -= 1
             return 0
@@ -87,6 +96,7 @@ class DraftLength:
             return
         self.drafted += drafted
         self.accepted += accepted
+        self.accept_rate = (self.accept_rate + accepted / drafted) / 2
         if accepted == drafted:
             self.length = min(DRAFT_MAX, self.length * 2)
             self.misses, self.rest_steps = 0, 1

@@ -30,6 +30,7 @@ from llmedge.backends.llama.draft_model import DraftModel
 from llmedge.backends.llama.drafts import NgramDrafts
 from llmedge.backends.llama.sampling import build_sampler, token_logprob
 from llmedge.backends.llama.slots import Request, Rows, Slot, common_prefix
+from llmedge.backends.llama.step_cost import StepCost
 from llmedge.errors import DecodeError, GenerationCancelledError, ModelUnloadingError
 from llmedge.generation import FinishReason, TokenLogprob
 
@@ -77,6 +78,7 @@ class BatchScheduler:
         self._speculation: Speculation = speculation
         self._draft_model = draft_model
         self._rows = Rows(lib, n_batch)
+        self._cost = StepCost()
         self._slots = [Slot(i) for i in range(n_slots)]
         self._incoming: deque[Request] = deque()
         self._wake = threading.Condition()
@@ -141,7 +143,10 @@ class BatchScheduler:
                     break
                 self._admit()
             try:
-                self._step()
+                started = time.perf_counter()
+                rows = self._step()
+                if rows:  # the whole step, sampling and handing out included
+                    self._cost.record(rows, time.perf_counter() - started)
             except Exception as exc:  # a fault outside any one slot: never leave callers waiting
                 log.exception("llama.cpp batch step failed")
                 for slot in self._active():
@@ -185,7 +190,9 @@ class BatchScheduler:
                 request.drafts = NgramDrafts(request.prompt)
             slot.request = request
 
-    def _step(self) -> None:
+    def _step(self) -> int:
+        """One decode step and its sampling; the rows it decoded when all were generating
+        (each sampled: what a draft row costs), else 0."""
         rows = self._rows
         rows.clear()
         prompts: list[tuple[Slot, int]] = []  # (slot, prompt tokens added to the batch)
@@ -221,7 +228,7 @@ class BatchScheduler:
             if completes:
                 sample_at.append((slot, row))
             prompts.append((slot, len(take)))
-        drafts = self._drafts(generating, min(room, DRAFT_ROWS_MAX))
+        drafts = self._drafts(generating, len(rows) + len(generating), min(room, DRAFT_ROWS_MAX))
         for slot in generating:
             request = slot.request
             assert request is not None
@@ -231,10 +238,11 @@ class BatchScheduler:
             for j, token in enumerate(draft):
                 rows.add(slot.seq_id, token, position + 1 + j, logits=True)
             verify.append(_Verify(slot, row, position, draft))
-        if not len(rows):
-            return
+        decoded = len(rows)
+        if not decoded:
+            return 0
         if not self._decode(rows.batch, [slot for slot, _ in prompts] + generating):
-            return
+            return 0
         for slot, n in prompts:
             request = slot.request
             assert request is not None
@@ -244,6 +252,7 @@ class BatchScheduler:
             self._guarded(slot, partial(self._take, slot, row))
         for step in verify:
             self._guarded(step.slot, partial(self._verify, step))
+        return 0 if prompts else decoded
 
     def _decode(self, batch: Any, slots: list[Slot]) -> bool:
         """Decode the batch; on a failure, fail the requests that were in it."""
@@ -274,10 +283,17 @@ class BatchScheduler:
 
     # --- drafts --------------------------------------------------------------------------
 
-    def _drafts(self, generating: list[Slot], room: int) -> dict[int, list[int]]:
-        """Each drafting slot's guesses for this step, within `room` rows in all."""
+    def _drafts(self, generating: list[Slot], rows: int, room: int) -> dict[int, list[int]]:
+        """Each drafting slot's guesses for this step, within `room` rows in all, and only the
+        ones that pay for their rows in a step of `rows` rows (`StepCost`); the slots whose
+        guesses are accepted most go first."""
         wanted: dict[int, int] = {}
-        for slot in generating:
+        tokens = float(len(generating))
+        ranked = sorted(
+            generating,
+            key=lambda s: -s.request.draft_length.accept_rate if s.request else 0.0,
+        )
+        for slot in ranked:
             request = slot.request
             assert request is not None
             if not request.drafting or room <= 0:
@@ -288,9 +304,14 @@ class BatchScheduler:
                 self._n_ctx_seq - len(slot.kv_tokens) - 2,
             )
             length = min(request.draft_length.wanted(), left, room)
+            rate = request.draft_length.accept_rate
+            while length > 0 and not self._cost.draft_pays(rows, tokens, length, rate):
+                length //= 2
             if length > 0:
                 wanted[slot.seq_id] = length
                 room -= length
+                rows += length
+                tokens += rate * (1 - rate**length) / (1 - min(rate, 0.999))
         if not wanted:
             return {}
         by_seq = {slot.seq_id: slot for slot in generating}
