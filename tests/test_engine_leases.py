@@ -60,6 +60,10 @@ def _text(stream: object) -> str:
     return "".join(c.text for c in stream)  # type: ignore[attr-defined]
 
 
+def _answer(engine: Engine, model: str, prompt: str) -> str:
+    return _text(engine.stream_sync(engine.prepare_text(model, prompt, SamplingParams())))
+
+
 def test_a_prepared_prompt_pins_its_model_against_the_reaper(
     settings: Settings, store: Store, two_models: tuple[str, str]
 ) -> None:
@@ -163,10 +167,7 @@ def test_a_stream_whose_event_loop_closed_cancels_instead_of_killing_the_worker(
     stream.on_end(lambda _last: ended.set())
     gate.go.set()  # the worker writes a chunk and must wake a loop that is gone
     assert ended.wait(10) and stream.cancelled
-    assert (
-        _text(engine.stream_sync(engine.prepare_text(two_models[0], "again", SamplingParams())))
-        == "ok"
-    )
+    assert _answer(engine, two_models[0], "again") == "ok"
     engine.close()
 
 
@@ -194,10 +195,7 @@ def test_a_cold_load_of_one_model_never_blocks_another(
     gate.reached.wait(10)
     assert engine.loading() == 1
     # B is half loaded; A answers meanwhile.
-    assert (
-        _text(engine.stream_sync(engine.prepare_text(two_models[0], "hi", SamplingParams())))
-        == "ok"
-    )
+    assert _answer(engine, two_models[0], "hi") == "ok"
     gate.go.set()
     for thread in threads:
         thread.join(10)
@@ -221,10 +219,7 @@ def test_a_failed_load_fails_every_waiter_and_the_next_try_loads_again(
     with pytest.raises(RuntimeError, match="disk went away"):
         engine.load(two_models[0])
     assert engine.loading() == 0
-    assert (
-        _text(engine.stream_sync(engine.prepare_text(two_models[0], "hi", SamplingParams())))
-        == "ok"
-    )
+    assert _answer(engine, two_models[0], "hi") == "ok"
     engine.close()
 
 

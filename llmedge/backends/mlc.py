@@ -27,14 +27,14 @@ from pathlib import Path
 from typing import IO, Any
 
 from llmedge.backends.base import Availability, GenerationSink, LoadOptions, close_at_exit
-from llmedge.backends.serial import SerialQueue
+from llmedge.backends.serial import SerialQueue, refuse_unservable
+from llmedge.backends.templated import TemplatedChat
 from llmedge.errors import (
     BackendUnavailableError,
-    ContextLengthExceededError,
     InvalidRequestError,
     LlmedgeError,
 )
-from llmedge.generation import ChatMessage, FinishReason, GenerationChunk, SamplingParams
+from llmedge.generation import FinishReason, GenerationChunk, SamplingParams
 from llmedge.prompting import ChatTemplate, StopMatcher
 from llmedge.store.folders import unpacked_dir
 
@@ -114,7 +114,7 @@ def _token_text(value: object) -> str:
     return value if isinstance(value, str) else ""
 
 
-class MlcModel:
+class MlcModel(TemplatedChat):
     """One `mlc_llm serve` process and the tokenizer of its model folder."""
 
     def __init__(self, mlc: Sequence[str], folder: Path, options: LoadOptions) -> None:
@@ -189,25 +189,11 @@ class MlcModel:
         special = not (self._bos and text.startswith(self._bos))
         return list(self._tokenizer.encode(text, add_special_tokens=special).ids)
 
-    def render_chat(
-        self,
-        messages: Sequence[ChatMessage],
-        tools: Sequence[dict[str, Any]] | None = None,
-        template: str | None = None,
-    ) -> str:
-        return self._template.with_source(template).render(messages, tools)
-
     def counters(self) -> Mapping[str, float]:
         return {}
 
     def submit(self, job: GenerationSink) -> None:
-        if job.params.grammar is not None or job.params.logprobs:
-            raise InvalidRequestError(
-                "the MLC backend does not take grammars (response_format, a required tool "
-                "call) or return logprobs; run the model's GGUF version with `--backend llama.cpp`"
-            )
-        if len(job.tokens) >= self._ctx:
-            raise ContextLengthExceededError(len(job.tokens), self._ctx)
+        refuse_unservable(job, self._ctx, "MLC", logprobs=False)
         self._queue.submit(job)
 
     def _generate(

@@ -18,11 +18,11 @@ from pathlib import Path
 from typing import Any
 
 from llmedge.backends.base import Availability, GenerationSink, LoadOptions
-from llmedge.backends.serial import SerialQueue
+from llmedge.backends.serial import SerialQueue, refuse_unservable
+from llmedge.backends.templated import TemplatedChat
 from llmedge.errors import BackendUnavailableError, ContextLengthExceededError, InvalidRequestError
 from llmedge.extras import import_mlx
 from llmedge.generation import (
-    ChatMessage,
     FinishReason,
     GenerationChunk,
     SamplingParams,
@@ -52,7 +52,7 @@ class MlxBackend:
         return MlxModel(path, options)
 
 
-class MlxModel:
+class MlxModel(TemplatedChat):
     """An MLX model folder (or a packed blob of one) loaded with its tokenizer."""
 
     def __init__(self, path: Path, options: LoadOptions) -> None:
@@ -94,26 +94,11 @@ class MlxModel:
         special = not (self._bos and text.startswith(self._bos))
         return list(self._tokenizer.encode(text, add_special_tokens=special))
 
-    def render_chat(
-        self,
-        messages: Sequence[ChatMessage],
-        tools: Sequence[dict[str, Any]] | None = None,
-        template: str | None = None,
-    ) -> str:
-        return self._template.with_source(template).render(messages, tools)
-
     def counters(self) -> Mapping[str, float]:
         return {}
 
     def submit(self, job: GenerationSink) -> None:
-        if job.params.grammar is not None:
-            raise InvalidRequestError(
-                "the MLX backend cannot constrain answers with a grammar (response_format, "
-                "a required tool call); run the model's GGUF version with `--backend llama.cpp`",
-                param="response_format",
-            )
-        if len(job.tokens) >= self._ctx:
-            raise ContextLengthExceededError(len(job.tokens), self._ctx)
+        refuse_unservable(job, self._ctx, "MLX")
         self._queue.submit(job)
 
     def _generate(

@@ -9,11 +9,34 @@ from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 
 from llmedge.backends.base import GenerationSink
-from llmedge.errors import DecodeError, GenerationCancelledError, ModelUnloadingError
+from llmedge.errors import (
+    ContextLengthExceededError,
+    DecodeError,
+    GenerationCancelledError,
+    InvalidRequestError,
+    ModelUnloadingError,
+)
 from llmedge.generation import GenerationChunk, SamplingParams
 
 # A backend's generation: the chunks for a prompt; it returns early once `cancel` is set.
 Generate = Callable[[Sequence[int], SamplingParams, threading.Event], Iterator[GenerationChunk]]
+
+
+def refuse_unservable(
+    job: GenerationSink, ctx_tokens: int, backend: str, logprobs: bool = True
+) -> None:
+    """What these backends refuse before queueing `job`: a grammar (they cannot constrain a
+    sampler), logprobs where they cannot return them, a prompt that fills the context."""
+    if job.params.grammar is not None or (job.params.logprobs and not logprobs):
+        what = "grammars (response_format, a required tool call)"
+        what += "" if logprobs else " or logprobs"
+        raise InvalidRequestError(
+            f"the {backend} backend does not take {what}; serve the model's GGUF version "
+            "(`--backend llama.cpp`) for them",
+            param="response_format" if job.params.grammar is not None else "logprobs",
+        )
+    if len(job.tokens) >= ctx_tokens:
+        raise ContextLengthExceededError(len(job.tokens), ctx_tokens)
 
 
 class SerialQueue:

@@ -15,6 +15,7 @@ from llmedge.backends.llama.draft_model import DraftModel
 from llmedge.backends.llama.preflight import preflight
 from llmedge.backends.llama.scheduler import BatchScheduler
 from llmedge.backends.llama.tokens import SpecialTokenSplitter
+from llmedge.backends.templated import TemplatedChat
 from llmedge.errors import (
     BackendUnavailableError,
     ContextLengthExceededError,
@@ -22,7 +23,6 @@ from llmedge.errors import (
     InvalidModelFileError,
     LlmedgeError,
 )
-from llmedge.generation import ChatMessage
 from llmedge.hardware import peak_rss_bytes
 from llmedge.prompting import ChatTemplate
 
@@ -66,7 +66,7 @@ class LlamaCppBackend:
         return LlamaCppModel(path, options)
 
 
-class LlamaCppModel:
+class LlamaCppModel(TemplatedChat):
     """A GGUF model with one context of `parallel` sequences of `ctx_tokens` each."""
 
     def __init__(self, path: Path, options: LoadOptions) -> None:
@@ -178,14 +178,6 @@ class LlamaCppModel:
         if self._add_bos and self._bos >= 0 and (not result or result[0] != self._bos):
             result.insert(0, self._bos)
         return result
-
-    def render_chat(
-        self,
-        messages: Sequence[ChatMessage],
-        tools: Sequence[dict[str, Any]] | None = None,
-        template: str | None = None,
-    ) -> str:
-        return self._template.with_source(template).render(messages, tools)
 
     def submit(self, job: GenerationSink) -> None:
         self._scheduler.submit(job)

@@ -22,7 +22,8 @@ from pathlib import Path
 from typing import Any
 
 from llmedge.backends.base import Availability, GenerationSink, LoadOptions
-from llmedge.backends.serial import SerialQueue
+from llmedge.backends.serial import SerialQueue, refuse_unservable
+from llmedge.backends.templated import TemplatedChat
 from llmedge.backends.transformers.sampling import new_generator, sample_token, token_logprob
 from llmedge.errors import (
     BackendUnavailableError,
@@ -30,7 +31,6 @@ from llmedge.errors import (
     InvalidRequestError,
 )
 from llmedge.generation import (
-    ChatMessage,
     FinishReason,
     GenerationChunk,
     SamplingParams,
@@ -160,7 +160,7 @@ class TransformersBackend:
         return TransformersModel(folder, options)
 
 
-class TransformersModel:
+class TransformersModel(TemplatedChat):
     """One model on one device, generating one sequence at a time."""
 
     def __init__(self, folder: Path, options: LoadOptions) -> None:
@@ -209,14 +209,6 @@ class TransformersModel:
             ids = [*self._bos, *ids]
         return ids
 
-    def render_chat(
-        self,
-        messages: Sequence[ChatMessage],
-        tools: Sequence[dict[str, Any]] | None = None,
-        template: str | None = None,
-    ) -> str:
-        return self._template.with_source(template).render(messages, tools)
-
     def piece(self, token: int) -> bytes:
         """The text one token stands for, as bytes (for logprobs)."""
         found = self._pieces.get(token)
@@ -228,14 +220,7 @@ class TransformersModel:
         return {}
 
     def submit(self, job: GenerationSink) -> None:
-        if job.params.grammar:
-            raise InvalidRequestError(
-                "constrained output (JSON schema, tools with a grammar) needs the llama.cpp "
-                "backend; serve a GGUF model for it",
-                param="response_format",
-            )
-        if len(job.tokens) >= self._ctx_tokens:
-            raise ContextLengthExceededError(len(job.tokens), self._ctx_tokens)
+        refuse_unservable(job, self._ctx_tokens, "transformers")
         self._queue.submit(job)
 
     def _run(
