@@ -21,8 +21,8 @@ from llmedge import (
     Store,
     pull,
 )
+from llmedge.backends.llama.draft_plan import StepCost
 from llmedge.backends.llama.drafts import DRAFT_MAX, DraftLength, NgramDrafts
-from llmedge.backends.llama.step_cost import StepCost
 
 COPY = (
     "Copy this text exactly: the quick brown fox jumps over the lazy dog. A journey of a "

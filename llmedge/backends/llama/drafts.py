@@ -5,7 +5,7 @@ the same step as the slot's real next token and keeps the prefix its own sampler
 Sampling each kept row once, in order, with the slot's sampler chain is exactly sampling without
 drafts: greedy answers stay token for token the same, and sampled ones keep their distribution
 (and, with a seed, their very tokens). A draft only costs the rows it adds to a decode step, and
-the scheduler proposes one only where those rows pay (`llmedge.backends.llama.step_cost`).
+the scheduler proposes one only where those rows pay (`llmedge.backends.llama.draft_plan`).
 
 `NgramDrafts` guesses from the slot's own context, prompt included (prompt lookup decoding): the
 tokens that followed the last earlier occurrence of its latest n-gram. Input-grounded answers

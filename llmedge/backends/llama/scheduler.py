@@ -27,10 +27,10 @@ from typing import Any, Literal
 
 from llmedge.backends.base import GenerationSink
 from llmedge.backends.llama.draft_model import DraftModel
+from llmedge.backends.llama.draft_plan import DraftPlanner
 from llmedge.backends.llama.drafts import NgramDrafts
 from llmedge.backends.llama.sampling import build_sampler, token_logprob
 from llmedge.backends.llama.slots import Request, Rows, Slot, common_prefix
-from llmedge.backends.llama.step_cost import StepCost
 from llmedge.errors import DecodeError, GenerationCancelledError, ModelUnloadingError
 from llmedge.generation import FinishReason, TokenLogprob
 
@@ -78,7 +78,7 @@ class BatchScheduler:
         self._speculation: Speculation = speculation
         self._draft_model = draft_model
         self._rows = Rows(lib, n_batch)
-        self._cost = StepCost()
+        self._planner = DraftPlanner(draft_model, self._n_ctx_seq)
         self._slots = [Slot(i) for i in range(n_slots)]
         self._incoming: deque[Request] = deque()
         self._wake = threading.Condition()
@@ -146,7 +146,7 @@ class BatchScheduler:
                 started = time.perf_counter()
                 rows = self._step()
                 if rows:  # the whole step, sampling and handing out included
-                    self._cost.record(rows, time.perf_counter() - started)
+                    self._planner.cost.record(rows, time.perf_counter() - started)
             except Exception as exc:  # a fault outside any one slot: never leave callers waiting
                 log.exception("llama.cpp batch step failed")
                 for slot in self._active():
@@ -228,7 +228,9 @@ class BatchScheduler:
             if completes:
                 sample_at.append((slot, row))
             prompts.append((slot, len(take)))
-        drafts = self._drafts(generating, len(rows) + len(generating), min(room, DRAFT_ROWS_MAX))
+        drafts = self._planner.plan(
+            generating, len(rows) + len(generating), min(room, DRAFT_ROWS_MAX)
+        )
         for slot in generating:
             request = slot.request
             assert request is not None
@@ -280,56 +282,6 @@ class BatchScheduler:
             log.exception("sampling a token failed")
             if slot.request is not None:
                 self._fail(slot, DecodeError(f"sampling failed: {exc}"))
-
-    # --- drafts --------------------------------------------------------------------------
-
-    def _drafts(self, generating: list[Slot], rows: int, room: int) -> dict[int, list[int]]:
-        """Each drafting slot's guesses for this step, within `room` rows in all, and only the
-        ones that pay for their rows in a step of `rows` rows (`StepCost`); the slots whose
-        guesses are accepted most go first."""
-        wanted: dict[int, int] = {}
-        tokens = float(len(generating))
-        ranked = sorted(
-            generating,
-            key=lambda s: -s.request.draft_length.accept_rate if s.request else 0.0,
-        )
-        for slot in ranked:
-            request = slot.request
-            assert request is not None
-            if not request.drafting or room <= 0:
-                continue
-            # Never guess past the answer's token limit or the sequence's context.
-            left = min(
-                request.max_tokens - len(request.generated) - 1,
-                self._n_ctx_seq - len(slot.kv_tokens) - 2,
-            )
-            length = min(request.draft_length.wanted(), left, room)
-            rate = request.draft_length.accept_rate
-            while length > 0 and not self._cost.draft_pays(rows, tokens, length, rate):
-                length //= 2
-            if length > 0:
-                wanted[slot.seq_id] = length
-                room -= length
-                rows += length
-                tokens += rate * (1 - rate**length) / (1 - min(rate, 0.999))
-        if not wanted:
-            return {}
-        by_seq = {slot.seq_id: slot for slot in generating}
-        if self._draft_model is not None:
-            contexts = {}
-            for seq, length in wanted.items():
-                request = by_seq[seq].request
-                assert request is not None
-                contexts[seq] = (request.context(), length)
-            return self._draft_model.propose(contexts)
-        drafts = {}
-        for seq, length in wanted.items():
-            request = by_seq[seq].request
-            assert request is not None and request.drafts is not None
-            guess = request.drafts.propose(length)
-            if guess:
-                drafts[seq] = guess
-        return drafts
 
     def _verify(self, step: _Verify) -> None:
         """Sample the slot's rows in order; keep the draft tokens its samples agree with."""
