@@ -175,12 +175,13 @@ def med(values: list[float]) -> float:
 
 def report(names: list[str], rounds: dict[str, list[Round]], args: argparse.Namespace) -> None:
     ours, base = names[0], names[1]
+    width = max(14, *(len(name) + 2 for name in names))
 
     def cols(values: dict[str, float], fmt: str) -> str:
-        row = "".join(f"{format(values[name], fmt):>14}" for name in names)
+        row = "".join(f"{format(values[name], fmt):>{width}}" for name in names)
         return row + f"{values[ours] / values[base]:>9.2f}"
 
-    print(f"{'':28}" + "".join(f"{name:>14}" for name in names) + f"{'ratio':>9}")
+    print(f"{'':28}" + "".join(f"{name:>{width}}" for name in names) + f"{'ratio':>9}")
     print("(a) one client")
     single = {n: med([r.single.ttft_s for r in rounds[n]]) for n in names}
     print(f"{'  time to first token (s)':28}{cols(single, '.3f')}")
