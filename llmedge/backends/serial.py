@@ -28,8 +28,9 @@ def refuse_unservable(
     """What these backends refuse before queueing `job`: a grammar (they cannot constrain a
     sampler), logprobs where they cannot return them, a prompt that fills the context."""
     if job.params.grammar is not None or (job.params.logprobs and not logprobs):
-        what = "grammars (response_format, a required tool call)"
-        what += "" if logprobs else " or logprobs"
+        what = "grammars (response_format, a required tool call)" + (
+            "" if logprobs else " or logprobs"
+        )
         raise InvalidRequestError(
             f"the {backend} backend does not take {what}; serve the model's GGUF version "
             "(`--backend llama.cpp`) for them",

@@ -15,7 +15,7 @@ import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Literal
+from typing import Literal, Self
 
 from llmedge.backends import LoadedModel
 from llmedge.engine.stream import GenerationStream
@@ -168,7 +168,25 @@ class ModelRunner:
         return self._freed.wait(timeout_s)
 
 
-class Lease:
+class _Released:
+    """A hold released on leaving its `with` block."""
+
+    def release(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        value: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.release()
+
+
+class Lease(_Released):
     """A hold on a loaded model: while one is held the model stays loaded.
 
     Release it once (leaving a `with` block does); a lease collected unreleased releases then.
@@ -190,20 +208,9 @@ class Lease:
     def release(self) -> None:
         self._release()  # runs at most once
 
-    def __enter__(self) -> Lease:
-        return self
-
-    def __exit__(
-        self,
-        kind: type[BaseException] | None,
-        value: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.release()
-
 
 @dataclass(eq=False)
-class PreparedPrompt:
+class PreparedPrompt(_Released):
     """A prompt checked against the model's context, ready to generate from; it holds a lease on
     the model until it is released (after its generations have started, or if none will)."""
 
@@ -217,14 +224,3 @@ class PreparedPrompt:
 
     def release(self) -> None:
         self.lease.release()
-
-    def __enter__(self) -> PreparedPrompt:
-        return self
-
-    def __exit__(
-        self,
-        kind: type[BaseException] | None,
-        value: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.release()

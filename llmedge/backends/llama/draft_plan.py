@@ -11,7 +11,7 @@ older ones fading, so it follows the host (and what else runs on it).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from llmedge.backends.llama.draft_model import DraftModel
 from llmedge.backends.llama.slots import Slot
@@ -38,8 +38,11 @@ class StepCost:
     _y: float = 0.0
     _xx: float = 0.0
     _xy: float = 0.0
+    _fitted: tuple[float, float] | None = field(default=None, repr=False)
+    _stale: bool = field(default=True, repr=False)
 
     def record(self, rows: int, seconds: float) -> None:
+        self._stale = True
         self._w = self._w * DECAY + 1
         self._x = self._x * DECAY + rows
         self._y = self._y * DECAY + seconds
@@ -48,6 +51,11 @@ class StepCost:
 
     def fit(self) -> tuple[float, float] | None:
         """(fixed seconds, seconds per row), or None until the rows have varied enough."""
+        if self._stale:  # asked for every draft considered: fitted once per recorded step
+            self._fitted, self._stale = self._solve(), False
+        return self._fitted
+
+    def _solve(self) -> tuple[float, float] | None:
         if self._w < 2:
             return None
         mean_x, mean_y = self._x / self._w, self._y / self._w
