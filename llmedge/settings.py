@@ -23,6 +23,9 @@ MAX_KEEP_ALIVE_S = 100 * 365 * 86400.0
 KV_TYPES = ("f16", "q8_0", "q4_0")
 QUANTIZED_KV_TYPES = ("q8_0", "q4_0")
 FlashAttention = Literal["auto", "on", "off"]
+# `--parallel auto` gives a model at most this many slots: on a CPU a decode step of 8 rows
+# already makes most of what a step can, and each slot has its own KV cache.
+AUTO_PARALLEL_MAX = 8
 
 
 def parse_kv_type(text: str) -> tuple[str, str]:
@@ -79,8 +82,10 @@ class Settings(BaseSettings):
     threads: int = Field(
         default_factory=_default_threads, ge=1, le=512, description="CPU threads for decoding"
     )
-    parallel: int = Field(
-        4, ge=1, le=64, description="sequences a loaded model decodes together (server slots)"
+    parallel: Annotated[int, Field(ge=1, le=64)] | Literal["auto"] = Field(
+        "auto",
+        description="sequences a loaded model decodes together (server slots); auto: up to "
+        f"{AUTO_PARALLEL_MAX}, as many as half the memory left beside the model holds",
     )
     max_queue: int = Field(
         64, ge=0, le=100_000, description="requests that may wait for a slot before 503 Busy"
@@ -163,6 +168,12 @@ class Settings(BaseSettings):
         if problem:
             raise ValueError(problem)
         return self
+
+    @property
+    def least_parallel(self) -> int:
+        """The sequences a model surely gets: `parallel`, or one for `auto` (which gives it more
+        where memory allows, `llmedge.fit.advisor.slots_that_fit`)."""
+        return 1 if self.parallel == "auto" else self.parallel
 
     @property
     def kv_types(self) -> tuple[str, str]:
@@ -254,13 +265,17 @@ def add_settings_flags(parser: argparse.ArgumentParser, names: tuple[str, ...]) 
         flag = flag_of(name)
         kind: type = field.annotation if field.annotation in (int, float) else str  # type: ignore[assignment]
         choices = get_args(field.annotation) if get_origin(field.annotation) is Literal else None
+        metavar = "|".join(choices) if choices else flag[2:].upper().replace("-", "_")
+        words = [get_args(a) for a in get_args(field.annotation) if get_origin(a) is Literal]
+        if words:  # a number or a word (`--parallel N|auto`)
+            metavar = "|".join(("N", *(w for group in words for w in group)))
         parser.add_argument(
             flag,
             dest=name,
             type=kind,
             default=None,
             choices=choices,
-            metavar="|".join(choices) if choices else flag[2:].upper().replace("-", "_"),
+            metavar=metavar,
             help=f"{field.description} [env LLMEDGE_{name.upper()}]",
         )
 

@@ -3,19 +3,20 @@
     scripts/build_llama_server.sh            # once: llama-server from the same llama.cpp
     python scripts/bench_serve.py --llama-server build/llama-server/cmake-build/bin/llama-server
 
-Both servers run with their default flags (llmedge: 4 slots of 4096 tokens; llama-server: its
-automatic 4 slots over one unified cache of the model's trained context), on the same model and
-threads. Each round runs every scenario on each server in turn, the order alternating between
-rounds (A/B, B/A, …), and the figures are medians over the rounds, since these machines drift by
-a quarter between back-to-back runs. Scenarios:
+Both servers run with their default flags (llmedge: `--parallel auto`, here 8 slots of 4096
+tokens; llama-server: its automatic 4 slots over one unified cache of the model's trained
+context), on the same model and threads. Each round runs every scenario on each server in
+turn, the order alternating between rounds (A/B, B/A, …), and the figures are medians over the
+rounds, since these machines drift by a quarter between back-to-back runs. Scenarios:
 
 (a) one streaming client: time to first token and decode tokens/s;
 (b) 1, 4 and 8 concurrent streaming clients: aggregate tokens/s, p50 and p99 time to first token;
 (c) a chat's turn 5 (about 1,800 tokens of history): time to first token with the cache reused,
     and cold (the same history behind a different first token).
 
-`--no-kv-unified` adds a third server, llama-server with that flag (one cache per slot, as llmedge
-has), so the effect of that one choice shows separately. Ratios are llmedge / llama-server.
+`--also FLAGS` adds another llama-server with those flags (`--no-kv-unified`: one cache per
+slot, as llmedge has; `-np 8`: as many slots as llmedge), so the effect of each choice shows
+separately. Ratios are llmedge / llama-server.
 """
 
 from __future__ import annotations
@@ -206,7 +207,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="smollm2-135m")
     parser.add_argument("--llama-server", metavar="PATH", required=True)
-    parser.add_argument("--no-kv-unified", action="store_true", help="a third server, so")
+    parser.add_argument(
+        "--also",
+        metavar="FLAGS",
+        action="append",
+        default=[],
+        help="another llama-server with these flags besides its defaults (repeatable), "
+        "e.g. --also=--no-kv-unified --also='-np 8'",
+    )
     parser.add_argument("--tokens", type=int, default=96)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument(
@@ -222,9 +230,10 @@ def main() -> None:
         urls = {"llmedge": stack.enter_context(running_server(Path(home), timeout_s=120))}
         port = 18000 + (int(time.time()) % 1000)
         urls["llama-server"] = stack.enter_context(llama_server(args.llama_server, path, port, ()))
-        if args.no_kv_unified:
-            urls["--no-kv-unified"] = stack.enter_context(
-                llama_server(args.llama_server, path, port + 1, ("--no-kv-unified",))
+        for i, flags in enumerate(args.also, start=1):
+            extra = tuple(flags.split())
+            urls[flags] = stack.enter_context(
+                llama_server(args.llama_server, path, port + i, extra)
             )
         names = list(urls)
         for url in urls.values():  # warm-up: the first answer of a process is slower

@@ -22,6 +22,7 @@ from llmedge import (
     pull,
 )
 from llmedge.backends import LoadOptions
+from llmedge.fit.guard import LoadPlan
 from llmedge.store import ModelRef
 
 FOREVER = 1e9  # a time by which every keep-alive has run out
@@ -294,11 +295,11 @@ def test_the_load_uses_the_gpu_layers_the_memory_check_approved(
     # then offloaded every layer anyway.
     from llmedge.engine import table
 
-    monkeypatch.setattr(table, "ensure_fits", lambda *args, **kwargs: 7)
+    monkeypatch.setattr(table, "ensure_fits", lambda *args, **kwargs: LoadPlan(7, 3))
     backend = ModelPerLoad()
     engine = Engine(settings.with_overrides(gpu_layers=-1), store, backend=backend)
     engine.load(two_models[0])
-    assert backend.options[0].gpu_layers == 7
+    assert (backend.options[0].gpu_layers, backend.options[0].parallel) == (7, 3)
     engine.close()
 
 

@@ -107,3 +107,33 @@ def test_a_cache_type_a_model_cannot_hold_is_refused_before_loading(
     with pytest.raises(InvalidRequestError, match="80-value K heads"):
         Engine(Settings(kv_type="q8_0"), store, backend=backend).load(stored)
     assert backend.options == []
+
+
+def test_auto_parallel_takes_as_many_slots_as_half_the_spare_memory_holds(
+    store: Store, stored: str
+) -> None:
+    smollm2 = shape_of_file(store.blob_path(store.resolve(ModelRef.parse(stored)).digest))
+    options = FitOptions(ctx_tokens=4096)
+
+    def ram(parallel: int) -> int:
+        return estimate_memory(smollm2, replace(options, parallel=parallel)).ram_bytes
+
+    backend = RecordingBackend()
+
+    def slots(budget: int, parallel: int | str = "auto") -> int:
+        settings = Settings(memory_budget_bytes=budget, ctx_tokens=4096, parallel=parallel)
+        engine = Engine(settings, store, backend=backend)
+        engine.load(stored)
+        engine.close()
+        return backend.options[-1].parallel
+
+    assert Settings().parallel == "auto"
+    assert slots(64 << 30) == 8  # the most, however much more there is
+    # Four slots' extra memory is exactly half of what one slot leaves: four, not eight.
+    exactly_four = ram(1) + 2 * (ram(4) - ram(1))
+    assert slots(exactly_four) == 4 and slots(exactly_four - 1) == 2
+    assert slots(ram(1)) == 1  # no room beside one: one, and the model still loads
+    # A number is kept as it is, and refused with numbers when it does not fit.
+    assert slots(64 << 30, parallel=3) == 3
+    with pytest.raises(InsufficientMemoryError):
+        slots(ram(2), parallel=3)

@@ -8,7 +8,7 @@ import sys
 from typing import TYPE_CHECKING
 
 from llmedge.gguf.quant_types import ALL_TYPES
-from llmedge.settings import Settings
+from llmedge.settings import AUTO_PARALLEL_MAX, Settings
 from llmedge.store import Manifest, ModelRef, Store
 
 if TYPE_CHECKING:
@@ -290,7 +290,11 @@ def _runtime_rows(settings: Settings, store: Store, m: Manifest) -> list[tuple[s
             ctx = min(settings.ctx_tokens, shape.ctx_train_tokens or settings.ctx_tokens)
             kv_bytes = estimate_memory(shape, options_for(settings, ctx_tokens=ctx)).kv_bytes
             size = human_bytes(kv_bytes)
-            kv += f": {size} for {settings.parallel} x {ctx} tokens"
+            if settings.parallel == "auto":
+                per = f"per {ctx}-token sequence, up to {AUTO_PARALLEL_MAX} (--parallel auto)"
+            else:
+                per = f"for {settings.parallel} x {ctx} tokens"
+            kv += f": {size} {per}"
     return [
         ("kv cache", f"{kv} [--kv-type, LLMEDGE_KV_TYPE]"),
         ("flash attention", f"{settings.flash_attn} [--flash-attn, LLMEDGE_FLASH_ATTN]"),

@@ -24,14 +24,17 @@ from llmedge.errors import (
     InvalidRequestError,
     ModelUnloadingError,
 )
-from llmedge.fit.guard import ensure_fits
+from llmedge.fit.guard import LoadPlan, ensure_fits
 from llmedge.fit.memory import options_for
-from llmedge.settings import Settings
+from llmedge.settings import AUTO_PARALLEL_MAX, Settings
 from llmedge.store import Manifest, ModelRef, Store
 
 # How often the reaper looks for models whose keep-alive ran out (it is also woken at once when
 # a model falls idle, so a keep-alive of 0 unloads without waiting for this).
 REAP_INTERVAL_S = 1.0
+# `--parallel auto` for a model the guard cannot size (not GGUF: MLC's sequences; the serial
+# backends decode one at a time whatever it says).
+AUTO_PARALLEL_UNSIZED = 4
 
 
 class ModelTable:
@@ -114,11 +117,12 @@ class ModelTable:
         ctx = self.settings.ctx_tokens
         if manifest.facts and manifest.facts.ctx_train_tokens:
             ctx = min(ctx, manifest.facts.ctx_train_tokens)
+        parallel = self.settings.parallel
         options = LoadOptions(
             ctx_tokens=ctx,
             threads=self.settings.threads,
             gpu_layers=self.settings.gpu_layers,
-            parallel=self.settings.parallel,
+            parallel=AUTO_PARALLEL_UNSIZED if parallel == "auto" else parallel,
             preflight_dir=self.settings.preflight_dir,
             speculative=self.settings.speculative,
             draft_path=self._draft_path(),
@@ -128,7 +132,8 @@ class ModelTable:
         )
         self._make_room(manifest)
         if manifest.format == "gguf":  # refuse, with numbers, what the OS would kill
-            options = replace(options, gpu_layers=self._fitting_gpu_layers(manifest, path, options))
+            plan = self._fitting_plan(manifest, path, options)
+            options = replace(options, gpu_layers=plan.gpu_layers, parallel=plan.parallel)
         model = backend.load(path, options)
         return ModelRunner(
             manifest,
@@ -167,14 +172,17 @@ class ModelTable:
                 )
             victim.close()
 
-    def _fitting_gpu_layers(self, manifest: Manifest, path: Path, options: LoadOptions) -> int:
-        """The GPU layers of a plan that fits, unloading idle models to make memory."""
+    def _fitting_plan(self, manifest: Manifest, path: Path, options: LoadOptions) -> LoadPlan:
+        """A plan that fits (GPU layers, and the slots of `--parallel auto`), unloading idle
+        models to make memory."""
         fit = options_for(
             self.settings, ctx_tokens=options.ctx_tokens, gpu_layers=options.gpu_layers
         )
+        budget = self.settings.memory_budget_bytes
+        most = AUTO_PARALLEL_MAX if self.settings.parallel == "auto" else None
         while True:
             try:
-                return ensure_fits(path, fit, self.settings.memory_budget_bytes, manifest.name)
+                return ensure_fits(path, fit, budget, manifest.name, parallel_max=most)
             except InsufficientMemoryError:
                 with self._lock:
                     victim = self._retire_idle()

@@ -255,6 +255,23 @@ def check_fits(
     raise InsufficientMemoryError(estimate.ram_bytes, budget_bytes, suggestion)
 
 
+def slots_that_fit(
+    shape: ModelShape, options: FitOptions, budget_bytes: int, gpu_layers: int, most: int
+) -> int:
+    """Sequences for `--parallel auto`: the most, halving from `most`, whose memory beyond a
+    single sequence's takes at most half of what the budget leaves beside that single one (so
+    slots never crowd out the rest of the machine); 1 when none do."""
+    one = estimate_memory(shape, replace(options, parallel=1), gpu_layers).ram_bytes
+    spare = (budget_bytes - one) // 2
+    n = most
+    while n > 1:
+        more = estimate_memory(shape, replace(options, parallel=n), gpu_layers).ram_bytes - one
+        if more <= spare:
+            return n
+        n //= 2
+    return 1
+
+
 def _suggest(shape: ModelShape, options: FitOptions, budget_bytes: int, gpu_layers: int) -> str:
     """What would make it fit: a smaller KV cache type or a shorter context, or else a smaller
     quantization or model."""

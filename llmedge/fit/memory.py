@@ -98,11 +98,12 @@ class FitOptions:
 
 def options_for(settings: Settings, **overrides: Any) -> FitOptions:
     """The options a model is run with under `settings` (context, parallel sequences, KV cache
-    types, flash attention, threads, GPU layers), with `overrides` on top."""
+    types, flash attention, threads, GPU layers), with `overrides` on top. `--parallel auto`
+    counts one sequence here, the least it runs with (`slots_that_fit` chooses more)."""
     kv_k, kv_v = settings.kv_types
     values: dict[str, Any] = {
         "ctx_tokens": settings.ctx_tokens,
-        "parallel": settings.parallel,
+        "parallel": settings.least_parallel,
         "kv_type_k": kv_k,
         "kv_type_v": kv_v,
         "flash_attn": settings.flash_attn != "off",

@@ -139,7 +139,7 @@ def route_model(
     """
     ref = store.canonical(ModelRef.parse(name))
     host = probe_host()
-    artifacts = artifacts_for(store, ref, settings.ctx_tokens, settings.parallel)
+    artifacts = artifacts_for(store, ref, settings.ctx_tokens, settings.least_parallel)
     formats = None if probe_all or override else {a.format for a in artifacts}
     budget: int | None = None
     source = ""

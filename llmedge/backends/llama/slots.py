@@ -88,6 +88,30 @@ class Slot:
     last_used: float = 0.0
 
 
+# A cached prefix shorter than this (a chat template's first tokens) does not pick the slot.
+REUSE_MIN_TOKENS = 32
+
+
+def choose_slot(slots: Sequence[Slot], free: Sequence[Slot], prompt: Sequence[int]) -> Slot:
+    """The free slot for a new prompt: the one whose cache holds most of it, when that saves
+    evaluating a real part of it; else the one keeping the busy slots' ids closest together
+    (llama.cpp attends over every sequence from the lowest id in a step to the highest, idle
+    ones between included); then the least recently used, whose cache is the least likely to
+    be asked for again."""
+    usable = len(prompt) - 1  # one token must be evaluated to get logits
+    busy = [slot.seq_id for slot in slots if slot.request is not None]
+
+    def reuse(slot: Slot) -> int:
+        kept = min(common_prefix(slot.kv_tokens, prompt), usable)
+        return kept if kept >= REUSE_MIN_TOKENS else 0
+
+    def span(slot: Slot) -> int:
+        ids = [*busy, slot.seq_id]
+        return max(ids) - min(ids)
+
+    return max(free, key=lambda s: (reuse(s), -span(s), -s.last_used))
+
+
 def common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
     n = 0
     for x, y in zip(a, b, strict=False):
