@@ -63,6 +63,45 @@ PROMPTS = {
 LLAMA_SPEC_TYPES = ("none", "ngram-simple", "ngram-map-k", "ngram-mod", "ngram-cache")
 
 
+def verify_times(path: Path, threads: int, repeats: int = 15) -> dict[int, float]:
+    """Seconds of a decode step that verifies a draft on this host, by rows: one sequence,
+    `rows` tokens at once after a 128-token context, the median of `repeats` steps. Guesses are
+    free only while a row costs little against the step: when rows cost much, even drafts that
+    are always accepted gain at most rows x time(1 row) / time(rows)."""
+    import llama_cpp as lib
+
+    model = lib.llama_model_load_from_file(str(path).encode(), lib.llama_model_default_params())
+    params = lib.llama_context_default_params()
+    params.n_ctx, params.n_batch, params.n_ubatch = 1024, 512, 512
+    params.n_threads = params.n_threads_batch = threads
+    ctx = lib.llama_init_from_model(model, params)
+    memory = lib.llama_get_memory(ctx)
+    batch = lib.llama_batch_init(512, 0, 1)
+
+    def decode(start: int, rows: int) -> float:
+        batch.n_tokens = rows
+        for i in range(rows):
+            batch.token[i], batch.pos[i], batch.n_seq_id[i] = 100 + i, start + i, 1
+            batch.seq_id[i][0], batch.logits[i] = 0, True
+        began = time.perf_counter()
+        if lib.llama_decode(ctx, batch) != 0:
+            raise RuntimeError("llama_decode failed")
+        return time.perf_counter() - began
+
+    decode(0, 128)
+    times = {}
+    for rows in (1, 2, 4, 8, 16, 32):
+        steps = []
+        for _ in range(repeats):
+            steps.append(decode(128, rows))
+            lib.llama_memory_seq_rm(memory, 0, 128, -1)
+        times[rows] = statistics.median(steps)
+    lib.llama_batch_free(batch)
+    lib.llama_free(ctx)
+    lib.llama_model_free(model)
+    return times
+
+
 def ask(url: str, model: str, prompt: str, tokens: int) -> Stream:
     return stream_chat(url, model, [{"role": "user", "content": prompt}], tokens)
 
@@ -124,6 +163,7 @@ def main() -> None:
                     together(urls[name], manifest.ref, list(PROMPTS.values()), args.tokens)
                 )
             print(f"round {r + 1} of {args.rounds} done", file=sys.stderr)
+        verify = verify_times(path, Settings().threads)  # the servers are idle now
 
     settings = Settings()
     print(
@@ -153,6 +193,12 @@ def main() -> None:
     print(
         f"llmedge ngram / best llama-server ({best_llama.split()[1]}): "
         f"{medians[ours] / medians[best_llama]:.2f}"
+    )
+    steps = ", ".join(f"{rows} {seconds * 1000:.1f}" for rows, seconds in verify.items())
+    most = max(verify)
+    print(
+        f"a verifying step here, rows and ms: {steps}; so speculation with every guess of "
+        f"{most - 1} accepted gains at most {most * verify[1] / verify[most]:.2f}x"
     )
     four_ours = statistics.median(four[ours])
     four_off = statistics.median(four[base])

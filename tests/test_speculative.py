@@ -21,7 +21,7 @@ from llmedge import (
     Store,
     pull,
 )
-from llmedge.backends.llama.draft_plan import StepCost
+from llmedge.backends.llama.draft_plan import StepCost, up_to_end
 from llmedge.backends.llama.drafts import DRAFT_MAX, DraftLength, NgramDrafts
 
 COPY = (
@@ -41,18 +41,28 @@ def test_ngram_drafts_propose_what_followed_the_last_repeat() -> None:
     assert NgramDrafts([1, 2, 3]).propose(4) == []  # nothing repeats
 
 
+def test_no_guess_goes_past_the_end_of_an_answer() -> None:
+    # A copied prompt ends in the chat template's end-of-turn token and its next turn: once the
+    # answer's end is guessed, guessing on is rows no answer can keep.
+    end = 2
+    lookup = NgramDrafts([7, 8, 9, 10, end, 1, 11, 7, 8])
+    assert lookup.propose(8) == [9, 10, end, 1, 11, 7, 8]
+    assert up_to_end(lookup.propose(8), lambda t: t == end) == [9, 10, end]
+    assert up_to_end([9, 10], lambda t: t == end) == [9, 10]
+
+
 def test_draft_length_grows_shrinks_and_rests() -> None:
     length = DraftLength()
     first = length.wanted()
-    length.record(first, first)
+    length.adapt(first, first)
     assert length.wanted() == 2 * first
     for _ in range(8):
-        length.record(length.wanted(), length.length)
+        length.adapt(length.wanted(), length.length)
     assert length.length == DRAFT_MAX
-    length.record(DRAFT_MAX, 3)
+    length.adapt(DRAFT_MAX, 3)
     assert length.wanted() == 4
-    length.record(4, 0)
-    length.record(2, 0)  # two drafts rejected outright: it rests for a step
+    length.adapt(4, 0)
+    length.adapt(2, 0)  # two drafts rejected outright: it rests for a step
     assert length.wanted() == 0 and length.wanted() > 0
 
 
@@ -105,13 +115,19 @@ def test_guesses_change_no_greedy_token_alone_or_batched(
 
 
 def _copy_answer(
-    settings: Settings, store: Store, speculative: str, params: SamplingParams
+    settings: Settings,
+    store: Store,
+    speculative: str,
+    params: SamplingParams,
+    counters: dict[str, float] | None = None,
 ) -> list[GenerationChunk]:
     engine = _engine(settings, store, speculative)
     messages = [ChatMessage("user", COPY)]
     chunks = list(
         engine.stream_sync(engine.prepare_chat(pull(store, "smollm2-135m").ref, messages, params))
     )
+    if counters is not None:
+        counters.update(engine.loaded()[0].model.counters())
     engine.close()
     return chunks
 
@@ -125,10 +141,14 @@ def test_a_greedy_answer_that_copies_its_prompt_accepts_most_guesses(
 ) -> None:
     params = SamplingParams(temperature=0, max_tokens=48)
     plain = _copy_answer(settings, store, "off", params)
-    guessed = _copy_answer(settings, store, "ngram", params)
+    counters: dict[str, float] = {}
+    guessed = _copy_answer(settings, store, "ngram", params, counters)
     assert _tokens_of(guessed) == _tokens_of(plain)
     last = guessed[-1]
     assert last.draft_tokens > 0 and last.accepted_draft_tokens >= last.draft_tokens // 2
+    # The answer's own figures count every guess, those of the step it ended in too.
+    assert last.draft_tokens == counters["draft_tokens_total"]
+    assert last.accepted_draft_tokens == counters["draft_tokens_accepted_total"]
 
 
 def test_sampled_answers_are_the_same_draws_with_guesses(

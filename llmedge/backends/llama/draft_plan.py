@@ -11,6 +11,7 @@ older ones fading, so it follows the host (and what else runs on it).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from llmedge.backends.llama.draft_model import DraftModel
@@ -77,14 +78,29 @@ class StepCost:
         return gain_per_s > tokens / (fixed_s + row_s * rows)
 
 
+def up_to_end(guess: list[int], ends: Callable[[int], bool]) -> list[int]:
+    """The guess up to its first end-of-generation token: a guess after that one can never be
+    kept (the answer ends there, or the end was itself refused)."""
+    for i, token in enumerate(guess):
+        if ends(token):
+            return guess[: i + 1]
+    return guess
+
+
 class DraftPlanner:
     """Chooses each step's draft tokens: for every generating slot, as many guesses as pay for
     their rows (`StepCost.draft_pays`), from n-gram lookup or the draft model."""
 
-    def __init__(self, draft_model: DraftModel | None, n_ctx_seq: int) -> None:
+    def __init__(
+        self, draft_model: DraftModel | None, n_ctx_seq: int, ends: Callable[[int], bool]
+    ) -> None:
         self.cost = StepCost()
         self._draft_model = draft_model
         self._n_ctx_seq = n_ctx_seq
+        self._ends = ends  # whether a token ends an answer (end of generation)
+
+    def _to_end(self, guess: list[int]) -> list[int]:
+        return up_to_end(guess, self._ends)
 
     def plan(self, generating: list[Slot], rows: int, room: int) -> dict[int, list[int]]:
         """Each drafting slot's guesses for this step, within `room` rows in all, and only the
@@ -115,7 +131,7 @@ class DraftPlanner:
                 continue
             if self._draft_model is None:  # n-gram lookup: only a guess found takes rows
                 assert request.drafts is not None
-                guess = request.drafts.propose(length)
+                guess = self._to_end(request.drafts.propose(length))
                 if not guess:
                     continue
                 guesses[slot.seq_id] = guess
@@ -131,4 +147,5 @@ class DraftPlanner:
             if slot.seq_id in wanted:
                 assert slot.request is not None
                 contexts[slot.seq_id] = (slot.request.context(), wanted[slot.seq_id])
-        return self._draft_model.propose(contexts)
+        proposed = self._draft_model.propose(contexts)
+        return {seq: self._to_end(guess) for seq, guess in proposed.items()}

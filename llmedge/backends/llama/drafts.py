@@ -78,8 +78,8 @@ class DraftLength:
     misses: int = 0
     resting: int = 0
     rest_steps: int = 1
-    drafted: int = field(default=0)
-    accepted: int = field(default=0)
+    drafted: int = field(default=0)  # guesses proposed over the answer
+    accepted: int = field(default=0)  # and kept
     # The share of recent guesses accepted, the latest draft counting half: acceptance comes in
     # runs (a copied span accepts everything, then nothing), so the recent past says most.
     accept_rate: float = ACCEPT_PRIOR
@@ -91,11 +91,11 @@ class DraftLength:
             return 0
         return self.length
 
-    def record(self, drafted: int, accepted: int) -> None:
+    def adapt(self, drafted: int, accepted: int) -> None:
+        """Follow a draft's outcome (its tokens are counted in `drafted` and `accepted` by the
+        scheduler as it samples them, before the answer can end)."""
         if not drafted:
             return
-        self.drafted += drafted
-        self.accepted += accepted
         self.accept_rate = (self.accept_rate + accepted / drafted) / 2
         if accepted == drafted:
             self.length = min(DRAFT_MAX, self.length * 2)

@@ -78,7 +78,9 @@ class BatchScheduler:
         self._speculation: Speculation = speculation
         self._draft_model = draft_model
         self._rows = Rows(lib, n_batch)
-        self._planner = DraftPlanner(draft_model, self._n_ctx_seq)
+        self._planner = DraftPlanner(
+            draft_model, self._n_ctx_seq, partial(lib.llama_vocab_is_eog, vocab)
+        )
         self._slots = [Slot(i) for i in range(n_slots)]
         self._incoming: deque[Request] = deque()
         self._wake = threading.Condition()
@@ -285,12 +287,18 @@ class BatchScheduler:
         assert request is not None
         slot.kv_tokens.append(request.next_token)
         accepted = 0
+        record, counters = request.draft_length, self.counters
+        # Counted first, as they are kept: the answer's last chunk may be sent below.
+        record.drafted += len(draft)
+        counters["draft_tokens_total"] += len(draft)
         for i in range(len(draft) + 1):
             if not self._take(slot, step.row + i):
                 break  # the answer ended
             if i == len(draft) or request.next_token != draft[i]:
                 break  # a guess the model did not make: the rows after it are void
             accepted += 1
+            record.accepted += 1
+            counters["draft_tokens_accepted_total"] += 1
             slot.kv_tokens.append(draft[i])
         if draft:
             kept = step.position + 1 + accepted  # the next token and the accepted guesses
@@ -300,9 +308,7 @@ class BatchScheduler:
                 self._lib.llama_memory_seq_rm(self._memory, slot.seq_id, -1, -1)
                 slot.kv_tokens.clear()
                 request.drafting = False  # this cache cannot drop a tail: no more drafts
-            request.draft_length.record(len(draft), accepted)
-            self.counters["draft_tokens_total"] += len(draft)
-            self.counters["draft_tokens_accepted_total"] += accepted
+            record.adapt(len(draft), accepted)
 
     # --- tokens --------------------------------------------------------------------------
 
