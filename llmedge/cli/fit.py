@@ -42,7 +42,13 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         choices=("auto", "on", "off"),
         help="flash attention, as `serve --flash-attn` [env LLMEDGE_FLASH_ATTN]",
     )
-    fit.add_argument("--parallel", type=int, metavar="N", help="sequences decoded together")
+    fit.add_argument(
+        "--parallel",
+        type=int,
+        metavar="N",
+        help="sequences decoded together (default: serve's, or 1 for its auto, which adds "
+        "slots only where half the spare memory holds them)",
+    )
     fit.add_argument("--threads", type=int, metavar="N", help="decoding threads (as serve's)")
     fit.add_argument("--gpu-layers", type=int, metavar="N", help="layers on the GPU (default: fit)")
     fit.add_argument("--batch", type=int, default=512, metavar="N", help="tokens per decode step")
