@@ -242,7 +242,7 @@ def main() -> int:
     parser.add_argument("--minutes", type=float, default=10)
     parser.add_argument("--interval", type=float, default=30, help="seconds per report line")
     parser.add_argument("--tokens", type=int, default=64)
-    parser.add_argument("--parallel", type=int, default=4)
+    parser.add_argument("--parallel", default="auto", help="serve's --parallel (its default)")
     parser.add_argument("--evict-every-s", type=float, default=15)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--max-drift", type=float, default=0.05, help="allowed RSS drift")
@@ -250,7 +250,7 @@ def main() -> int:
 
     home = Path(tempfile.mkdtemp(prefix="llmedge-soak-"))
     models = prepare_models(home)
-    flags = ("--parallel", str(args.parallel), "--max-loaded-models", "2", models[0])
+    flags = ("--parallel", args.parallel, "--max-loaded-models", "2", models[0])
     with running_server(home, *flags, timeout_s=120) as url:
         base = url.removesuffix("/v1")
         server = next(
