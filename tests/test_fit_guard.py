@@ -137,3 +137,27 @@ def test_auto_parallel_takes_as_many_slots_as_half_the_spare_memory_holds(
     assert slots(64 << 30, parallel=3) == 3
     with pytest.raises(InsufficientMemoryError):
         slots(ram(2), parallel=3)
+
+
+def test_auto_parallel_on_a_gpu_offloads_what_fits_with_the_slots_it_chose(
+    store: Store, stored: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The slots are chosen first, as if everything stayed in RAM; the layers offloaded are then
+    # those that fit in free VRAM beside that many slots' caches, never a plan for fewer slots.
+    from llmedge.fit.memory import gpu_layers_that_fit
+    from llmedge.hardware import probe_host
+    from llmedge.hardware.probe import GpuFacts
+
+    smollm2 = shape_of_file(store.blob_path(store.resolve(ModelRef.parse(stored)).digest))
+    eight = FitOptions(ctx_tokens=4096, parallel=8)
+    vram = estimate_memory(smollm2, eight, smollm2.n_layers + 1).vram_bytes // 2
+    host = replace(probe_host(), gpus=(GpuFacts("nvidia", "test GPU", vram * 2, vram),))
+    monkeypatch.setattr(guard, "probe_host", lambda: host)
+    plan = guard.ensure_fits(
+        store.blob_path(store.resolve(ModelRef.parse(stored)).digest),
+        FitOptions(ctx_tokens=4096),
+        64 << 30,
+        parallel_max=8,
+    )
+    assert plan.parallel == 8
+    assert 0 < plan.gpu_layers == gpu_layers_that_fit(smollm2, eight, vram) <= smollm2.n_layers

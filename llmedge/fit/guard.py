@@ -52,13 +52,13 @@ def ensure_fits(
     if problem:
         raise InvalidRequestError(problem, param="model")
     host = probe_host()
+    budget = budget_bytes if budget_bytes is not None else host.available_ram_bytes
+    if parallel_max is not None:  # sized as if all in RAM; then the GPU takes what fits
+        parallel = slots_that_fit(shape, options, budget, 0, parallel_max)
+        options = replace(options, parallel=parallel)
     gpu_layers = 0
     if options.gpu_layers != 0 and host.gpus:
         room = gpu_layers_that_fit(shape, options, host.gpus[0].vram_free_bytes)
         gpu_layers = room if options.gpu_layers < 0 else min(room, options.gpu_layers)
-    budget = budget_bytes if budget_bytes is not None else host.available_ram_bytes
-    if parallel_max is not None:
-        parallel = slots_that_fit(shape, options, budget, gpu_layers, parallel_max)
-        options = replace(options, parallel=parallel)
     check_fits(shape, options, budget, gpu_layers)
     return LoadPlan(gpu_layers if host.gpus else options.gpu_layers, options.parallel)
