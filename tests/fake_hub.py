@@ -14,6 +14,7 @@ import hashlib
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 import threading
@@ -165,11 +166,23 @@ def run_llmedge(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[
 
 
 def start_llmedge(env: dict[str, str], *args: str) -> subprocess.Popen[str]:
-    """`llmedge ARGS` started in the background (to be stopped midway), output captured."""
+    """`llmedge ARGS` started in the background (to be stopped midway), output captured.
+
+    Ctrl-C reaches it as it reaches a command typed in a terminal, even when this test run was
+    itself started with SIGINT ignored (a background job of a shell without job control, as
+    `cmd &` in a script): an ignored signal stays ignored across exec, a handled one does not.
+    """
     command = [sys.executable, "-m", "llmedge.cli", *args]
-    return subprocess.Popen(
-        command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-    )
+    ignored = signal.getsignal(signal.SIGINT) == signal.SIG_IGN
+    if ignored:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        return subprocess.Popen(
+            command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+    finally:
+        if ignored:
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def wait_for_size(path: Path, size: int, timeout_s: float = 60) -> None:

@@ -66,7 +66,12 @@ def test_a_pull_stopped_midway_leaves_the_store_usable_and_resumes(
     new = hub.file(REPO, FILE)
     hub.faults[new.sha256] = Faults(slow_after_bytes=SLOW_AFTER)
     partial = store.partial_path(f"sha256-{new.sha256}")
-    process = start_llmedge(env, "pull", f"hf.co/{REPO}")
+    # As when this suite runs as a background job: SIGINT ignored here must not reach the pull.
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        process = start_llmedge(env, "pull", f"hf.co/{REPO}")
+    finally:
+        signal.signal(signal.SIGINT, previous)
     try:
         wait_for_size(partial, SLOW_AFTER)
         process.send_signal(stop)
