@@ -99,9 +99,6 @@ class DraftPlanner:
         self._n_ctx_seq = n_ctx_seq
         self._ends = ends  # whether a token ends an answer (end of generation)
 
-    def _to_end(self, guess: list[int]) -> list[int]:
-        return up_to_end(guess, self._ends)
-
     def plan(self, generating: list[Slot], rows: int, room: int) -> dict[int, list[int]]:
         """Each drafting slot's guesses for this step, within `room` rows in all, and only the
         ones that pay for their rows in a step of `rows` rows (`StepCost`); the slots whose
@@ -131,7 +128,7 @@ class DraftPlanner:
                 continue
             if self._draft_model is None:  # n-gram lookup: only a guess found takes rows
                 assert request.drafts is not None
-                guess = self._to_end(request.drafts.propose(length))
+                guess = up_to_end(request.drafts.propose(length), self._ends)
                 if not guess:
                     continue
                 guesses[slot.seq_id] = guess
@@ -148,4 +145,4 @@ class DraftPlanner:
                 assert slot.request is not None
                 contexts[slot.seq_id] = (slot.request.context(), wanted[slot.seq_id])
         proposed = self._draft_model.propose(contexts)
-        return {seq: self._to_end(guess) for seq, guess in proposed.items()}
+        return {seq: up_to_end(guess, self._ends) for seq, guess in proposed.items()}

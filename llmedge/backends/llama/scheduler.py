@@ -30,7 +30,7 @@ from llmedge.backends.llama.draft_model import DraftModel
 from llmedge.backends.llama.draft_plan import DraftPlanner
 from llmedge.backends.llama.drafts import NgramDrafts
 from llmedge.backends.llama.sampling import build_sampler, token_logprob
-from llmedge.backends.llama.slots import Request, Rows, Slot, choose_slot, common_prefix
+from llmedge.backends.llama.slots import Request, Rows, Slot, choose_slot, reusable
 from llmedge.errors import DecodeError, GenerationCancelledError, ModelUnloadingError
 from llmedge.generation import FinishReason, TokenLogprob
 
@@ -174,7 +174,7 @@ class BatchScheduler:
                 continue
             slot = choose_slot(self._slots, free, request.prompt)
             free.remove(slot)
-            keep = min(common_prefix(slot.kv_tokens, request.prompt), len(request.prompt) - 1)
+            keep = reusable(slot, request.prompt)
             if keep < len(slot.kv_tokens) and not self._lib.llama_memory_seq_rm(
                 self._memory, slot.seq_id, keep, -1
             ):  # this cache cannot drop a tail (sliding window, recurrent): start over

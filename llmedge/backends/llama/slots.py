@@ -98,11 +98,10 @@ def choose_slot(slots: Sequence[Slot], free: Sequence[Slot], prompt: Sequence[in
     (llama.cpp attends over every sequence from the lowest id in a step to the highest, idle
     ones between included); then the least recently used, whose cache is the least likely to
     be asked for again."""
-    usable = len(prompt) - 1  # one token must be evaluated to get logits
     busy = [slot.seq_id for slot in slots if slot.request is not None]
 
     def reuse(slot: Slot) -> int:
-        kept = min(common_prefix(slot.kv_tokens, prompt), usable)
+        kept = reusable(slot, prompt)
         return kept if kept >= REUSE_MIN_TOKENS else 0
 
     def span(slot: Slot) -> int:
@@ -110,6 +109,12 @@ def choose_slot(slots: Sequence[Slot], free: Sequence[Slot], prompt: Sequence[in
         return max(ids) - min(ids)
 
     return max(free, key=lambda s: (reuse(s), -span(s), -s.last_used))
+
+
+def reusable(slot: Slot, prompt: Sequence[int]) -> int:
+    """The prompt tokens the slot's cache already holds and may keep: their common prefix, less
+    the last prompt token, which must be evaluated to get logits."""
+    return min(common_prefix(slot.kv_tokens, prompt), len(prompt) - 1)
 
 
 def common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
