@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -14,7 +15,7 @@ pytest.importorskip("textual", reason="the tui extra is not installed")
 from textual import events
 from textual.pilot import Pilot
 
-from llmedge import Engine, SamplingParams, Settings, Store, ensure_model, pull
+from llmedge import Engine, GenerationChunk, SamplingParams, Settings, Store, ensure_model, pull
 from llmedge.cli import main
 from tui.app import ChatApp
 from tui.local import LocalClient
@@ -81,9 +82,26 @@ def test_typed_message_streams_a_markdown_answer_with_highlighted_code(
     assert any(0 < len(text) < len(final) for text in seen), [len(t) for t in seen]
 
 
-def test_escape_and_ctrl_c_stop_the_answer_without_leaving(play: Callable[..., ChatApp]) -> None:
+def test_escape_and_ctrl_c_stop_the_answer_without_leaving(
+    play: Callable[..., ChatApp], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Each answer is held after its 5th token until the stop key is pressed: on a busy host the
+    # keys could otherwise land after the story ended, with nothing left to stop. A stop that
+    # fails lets it go on to its 400 tokens, which the test sees.
+    pressed = asyncio.Event()
+    stream = LocalClient.stream
+
+    async def held(self: LocalClient, *args: Any) -> AsyncIterator[GenerationChunk]:
+        async for chunk in stream(self, *args):
+            yield chunk
+            if chunk.generated_tokens >= 5:
+                await pressed.wait()
+
+    monkeypatch.setattr(LocalClient, "stream", held)
+
     async def stop_with(pilot: Pilot[None], app: ChatApp, key: str) -> int:
         before = app.last
+        pressed.clear()
 
         def streaming_a_while() -> bool:
             return (
@@ -96,6 +114,7 @@ def test_escape_and_ctrl_c_stop_the_answer_without_leaving(play: Callable[..., C
         assert app.prompt.text == "a second question"
         app.prompt.clear()
         await pilot.press(key)
+        pressed.set()
         await wait_until(pilot, lambda: not app.answering)
         assert app.stop_requested and app.status.state == "stopped"
         generated = int(last_note(app).split()[2])
