@@ -90,6 +90,11 @@ def test_state_changes_from_other_origins_are_refused(stored: Store) -> None:
             assert response.status_code == status, (origin, response.text)
         refused = httpx.post(f"{base}/api/chat", json=CHAT, headers={"origin": "http://x.test"})
         assert refused.status_code == 403 and "LLMEDGE_CORS_ORIGINS" in refused.json()["error"]
+        # The form a page posts without a preflight: its JSON would be read, so it must be refused.
+        for path in ("/v1/chat/completions", "/api/chat"):
+            form = {"origin": "http://evil.example", "content-type": "text/plain"}
+            posted = httpx.post(f"{base}{path}", content=json.dumps(CHAT), headers=form)
+            assert posted.status_code == 403, (path, posted.text)
         # Reading is not a state change: a GET from any page is answered (CORS keeps its body
         # from the page), and a client that is not a browser sends no Origin at all.
         assert httpx.get(f"{base}/v1/models", headers={"origin": "http://evil.example"}).is_success

@@ -115,12 +115,17 @@ def test_a_required_call_is_made_once(client: openai.OpenAI) -> None:
     assert set(json.loads(calls[0].function.arguments)) == {"word"}
 
 
-def test_a_body_without_content_type_is_read_as_json(base_url: str) -> None:
+def test_a_body_without_a_json_content_type_is_read_as_json(base_url: str) -> None:
+    """No Content-Type, curl -d's form type and fetch's text type, as llama-server reads them."""
     body = json.dumps({"model": MODEL, "messages": [{"role": "user", "content": "Hi"}],
                        "max_tokens": 2}).encode()  # fmt: skip
-    assert httpx.post(f"{base_url}/chat/completions", content=body, timeout=60).status_code == 200
+    for forgot in ({}, {"content-type": "application/x-www-form-urlencoded"},
+                   {"content-type": "text/plain;charset=UTF-8"}):  # fmt: skip
+        url = f"{base_url}/chat/completions"
+        answer = httpx.post(url, content=body, headers=forgot, timeout=60)
+        assert answer.status_code == 200 and answer.json()["choices"], (forgot, answer.text)
     declared = httpx.post(
-        f"{base_url}/chat/completions", content=body, headers={"content-type": "text/plain"}
+        f"{base_url}/chat/completions", content=body, headers={"content-type": "application/xml"}
     )
-    assert declared.status_code == 400  # a body that says it is not JSON is taken at its word
+    assert declared.status_code == 400  # a body that names another type is taken at its word
     assert declared.json()["error"]["message"] == "the request body must be a JSON object"
