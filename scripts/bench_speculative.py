@@ -1,7 +1,7 @@
 """Speculative decoding benchmark: input-grounded prompts through llmedge and llama-server.
 
     scripts/build_llama_server.sh            # once: llama-server from the same llama.cpp
-    python scripts/bench_speculative.py --llama-server PATH/TO/llama-server
+    python scripts/bench_speculative.py --llama-server PATH/TO/llama-server [--model NAME|FILE.gguf]
 
 Every server is up at once: llmedge with `--speculative off` and `ngram` (its default), and
 llama-server with `--spec-type none` and each of its n-gram types, otherwise with default flags.
@@ -10,6 +10,11 @@ and a sentence, a corrected paragraph), the work n-gram guesses speed up. Each r
 prompt to every server, the server order alternating between rounds, one client and then four
 at once; figures are medians over the rounds (these machines drift by a quarter between runs).
 Answers are greedy, so every server should give the same text with or without guesses.
+
+It also measures what a step that verifies guesses costs here by its rows, and from that the
+most any speculation could gain on these very answers: a perfect guesser, every guess right and
+every step the best size. On a CPU that bound is the host's, set by how a kernel's cost grows
+with rows (it differs by quantization type), not by the guesser.
 """
 
 from __future__ import annotations
@@ -30,7 +35,7 @@ sys.path[:0] = [
 from bench_serve import Stream, llama_server, stream_chat  # noqa: E402
 from server_process import running_server  # noqa: E402
 
-from llmedge import Settings, Store, ensure_model  # noqa: E402
+from llmedge import Manifest, Settings, Store, ensure_model, pull  # noqa: E402
 
 CODE = """def total_price(items, tax_rate):
     subtotal = 0
@@ -61,6 +66,36 @@ PROMPTS = {
     "\n\n" + PARAGRAPH.replace("lighthouse", "lighthuose").replace("night", "nigth"),
 }
 LLAMA_SPEC_TYPES = ("none", "ngram-simple", "ngram-map-k", "ngram-mod", "ngram-cache")
+VERIFY_ROWS = (1, 2, 4, 8, 16, 32, 64)
+
+
+def stored(store: Store, model: str) -> Manifest:
+    """The model to measure: a name, or a GGUF file, imported into the store."""
+    if Path(model).is_file():
+        return pull(store, model, name=Path(model).stem.lower().replace(".", "-"))
+    return ensure_model(store, model)
+
+
+def step_seconds(verify: dict[int, float], rows: int) -> float:
+    """A step's seconds for `rows` rows, on the straight line between the counts measured."""
+    counts = sorted(verify)
+    below = max(c for c in counts if c <= rows)
+    above = min((c for c in counts if c >= rows), default=below)
+    if above == below:
+        return verify[below]
+    share = (rows - below) / (above - below)
+    return verify[below] + share * (verify[above] - verify[below])
+
+
+def perfect_gain(verify: dict[int, float], tokens: int) -> float:
+    """How much faster than a token a step an answer's `tokens` tokens after its first decode
+    if every guess is right and every step has the best number of rows (at most the largest
+    count measured): the shortest sum of step times that adds up to `tokens` rows."""
+    most = max(verify)
+    best = [0.0] * (tokens + 1)
+    for n in range(1, tokens + 1):
+        best[n] = min(best[n - k] + step_seconds(verify, k) for k in range(1, min(n, most) + 1))
+    return tokens * verify[1] / best[tokens] if tokens else 1.0
 
 
 def verify_times(path: Path, threads: int, repeats: int = 15) -> dict[int, float]:
@@ -90,7 +125,7 @@ def verify_times(path: Path, threads: int, repeats: int = 15) -> dict[int, float
 
     decode(0, 128)
     times = {}
-    for rows in (1, 2, 4, 8, 16, 32):
+    for rows in VERIFY_ROWS:
         steps = []
         for _ in range(repeats):
             steps.append(decode(128, rows))
@@ -127,7 +162,7 @@ def together(url: str, model: str, prompts: list[str], tokens: int) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default="smollm2-135m")
+    parser.add_argument("--model", default="smollm2-135m", help="a model name or a GGUF file")
     parser.add_argument("--llama-server", metavar="PATH", required=True)
     parser.add_argument("--tokens", type=int, default=160)
     parser.add_argument("--rounds", type=int, default=3)
@@ -138,7 +173,7 @@ def main() -> None:
         for mode in ("off", "ngram"):
             home = Path(stack.enter_context(tempfile.TemporaryDirectory()))
             store = Store(Settings(home=home).store_dir)
-            manifest = ensure_model(store, args.model)
+            manifest = stored(store, args.model)
             server = running_server(home, "--speculative", mode, timeout_s=120)
             urls[f"llmedge {mode}"] = stack.enter_context(server)
         path = store.verified_blob(manifest)
@@ -195,10 +230,13 @@ def main() -> None:
         f"{medians[ours] / medians[best_llama]:.2f}"
     )
     steps = ", ".join(f"{rows} {seconds * 1000:.1f}" for rows, seconds in verify.items())
-    most = max(verify)
+    print(f"a verifying step here, rows and ms: {steps}")
+    answers = {label: texts[base][label] - 1 for label in PROMPTS}  # tokens after the first
+    bounds = {label: perfect_gain(verify, n) for label, n in answers.items()}
+    cells = ", ".join(f"{label} {gain:.2f}" for label, gain in bounds.items())
     print(
-        f"a verifying step here, rows and ms: {steps}; so speculation with every guess of "
-        f"{most - 1} accepted gains at most {most * verify[1] / verify[most]:.2f}x"
+        f"a perfect guesser on these answers (every guess right, the best step sizes) would "
+        f"gain {cells}: median {statistics.median(bounds.values()):.2f}x over no speculation"
     )
     four_ours = statistics.median(four[ours])
     four_off = statistics.median(four[base])
