@@ -5,6 +5,8 @@ and on the real one for an answer that copies its prompt."""
 
 from __future__ import annotations
 
+import importlib.util
+import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -77,6 +79,22 @@ def test_a_draft_pays_alone_and_not_when_other_streams_fill_the_step() -> None:
     assert not cost.draft_pays(4, 4, 4, 0.7)  # four: the rows' arithmetic does
     assert cost.draft_pays(4, 4, 8, 0.97)  # ... unless the stream is copying its prompt
     assert not cost.draft_pays(1, 1, 1, 0.1)  # a guess rarely accepted never pays
+
+
+def test_a_perfect_guesser_gains_what_the_step_costs_allow() -> None:
+    # scripts/bench_speculative.py prints this bound beside what the guesses gained
+    path = Path(__file__).resolve().parent.parent / "scripts" / "bench_speculative.py"
+    spec = importlib.util.spec_from_file_location("bench_speculative", path)
+    assert spec and spec.loader
+    bench = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = bench
+    spec.loader.exec_module(bench)
+    free_rows = {1: 0.01, 2: 0.01, 4: 0.01, 8: 0.01}  # 8 tokens a step for the price of one
+    assert bench.perfect_gain(free_rows, 16) == pytest.approx(8.0)
+    assert bench.perfect_gain(free_rows, 5) == pytest.approx(5.0)
+    linear = {1: 0.01, 2: 0.02, 4: 0.04, 8: 0.08}  # each row costs a step: nothing to gain
+    assert bench.perfect_gain(linear, 16) == pytest.approx(1.0)
+    assert bench.step_seconds({1: 1.0, 2: 2.0, 4: 3.0}, 3) == pytest.approx(2.5)
 
 
 def _engine(settings: Settings, store: Store, speculative: str, **extra: object) -> Engine:
