@@ -6,9 +6,11 @@
 Every server is up at once: llmedge with `--speculative off` and `ngram` (its default), and
 llama-server with `--spec-type none` and each of its n-gram types, otherwise with default flags.
 The prompts ask for answers that repeat their input (a rename in code, a verbatim copy, a quote
-and a sentence, a corrected paragraph), the work n-gram guesses speed up. Each round sends every
-prompt to every server, the server order alternating between rounds, one client and then four
-at once; figures are medians over the rounds (these machines drift by a quarter between runs).
+and a sentence, a corrected paragraph), the work n-gram guesses speed up; four more, grounded
+in their input too, mostly write anew (few guesses hold) and go to llmedge alone, with and
+without speculation, which must not slow them. Each round sends every prompt to every server,
+the server order alternating between rounds, one client and then four at once; figures are
+medians over the rounds (these machines drift by a quarter between runs).
 Answers are greedy, so every server should give the same text with or without guesses.
 
 It also measures what a step that verifies guesses costs here by its rows, and from that the
@@ -64,6 +66,22 @@ PROMPTS = {
     "quote": f"Quote this paragraph in full, then add one sentence about it:\n\n{PARAGRAPH}",
     "fix": "Correct the spelling in this paragraph and reply with the corrected paragraph only:"
     "\n\n" + PARAGRAPH.replace("lighthouse", "lighthuose").replace("night", "nigth"),
+}
+# Answers grounded in their input that mostly write anew (a format change, comments added, an
+# answer in the notes' words): few guesses hold, and speculation must not slow them.
+NOTES = (
+    "Meeting notes, 3 March. Present: Ana, Ben, Chloe. Ana will send the budget by Friday. Ben "
+    "reported that the server migration finished on Tuesday without downtime. Chloe asked for "
+    "two more testers for the mobile app. Next meeting: 10 March at 9:00."
+)
+WRITES_ANEW = {
+    "json": "Turn this list into a JSON array of objects with name and age:\n\n"
+    "Alice, 31\nBob, 27\nCarol, 45\nDave, 38\nEve, 29",
+    "comment": "Add a one-line comment above each function in this code and reply with the "
+    f"whole code:\n\n{CODE}",
+    "answer": f"{NOTES}\n\nWho will send the budget, and when? Answer in the notes' words.",
+    "extract": "From these notes, copy the sentence about the server migration, word for word:"
+    f"\n\n{NOTES}",
 }
 LLAMA_SPEC_TYPES = ("none", "ngram-simple", "ngram-map-k", "ngram-mod", "ngram-cache")
 VERIFY_ROWS = (1, 2, 4, 8, 16, 32, 64)
@@ -188,12 +206,18 @@ def main() -> None:
         single: dict[str, dict[str, list[float]]] = {n: {p: [] for p in PROMPTS} for n in names}
         four: dict[str, list[float]] = {n: [] for n in names}
         texts: dict[str, dict[str, int]] = {n: {} for n in names}
+        anew: dict[str, dict[str, list[float]]] = {
+            n: {p: [] for p in WRITES_ANEW} for n in ("llmedge off", "llmedge ngram")
+        }
         for r in range(args.rounds):
             for name in names if r % 2 == 0 else names[::-1]:
                 for label, prompt in PROMPTS.items():
                     result = ask(urls[name], manifest.ref, prompt, args.tokens)
                     single[name][label].append(result.decode_tokens_per_s)
                     texts[name][label] = result.tokens
+                for label, prompt in WRITES_ANEW.items() if name in anew else ():
+                    result = ask(urls[name], manifest.ref, prompt, args.tokens)
+                    anew[name][label].append(result.decode_tokens_per_s)
                 four[name].append(
                     together(urls[name], manifest.ref, list(PROMPTS.values()), args.tokens)
                 )
@@ -237,6 +261,15 @@ def main() -> None:
     print(
         f"a perfect guesser on these answers (every guess right, the best step sizes) would "
         f"gain {cells}: median {statistics.median(bounds.values()):.2f}x over no speculation"
+    )
+    ratios = {
+        label: statistics.median(anew[ours][label]) / statistics.median(anew[base][label])
+        for label in WRITES_ANEW
+    }
+    cells = ", ".join(f"{label} {ratio:.2f}" for label, ratio in ratios.items())
+    print(
+        f"answers that mostly write anew, llmedge ngram / llmedge off: {cells}: "
+        f"median {statistics.median(ratios.values()):.2f}"
     )
     four_ours = statistics.median(four[ours])
     four_off = statistics.median(four[base])

@@ -1,26 +1,32 @@
 """Which guesses a decode step carries: what a step costs by its rows, learned while decoding,
 and the drafts that pay for theirs.
 
-On a CPU a step's time grows with its rows: a fixed part (the graph, reading the weights once)
-and a part per row (each row's arithmetic). A draft adds rows that yield tokens only when they
-are accepted, so it pays when its expected tokens per added second beat what the step already
-makes per second: always worth it for one stream on a small model, a loss once several streams
-share the step and their arithmetic dominates. The fit is least squares over recent steps,
-older ones fading, so it follows the host (and what else runs on it).
-"""
+On a CPU a step's time grows with its rows, and not along one line: the first row reads the
+weights, a second can cost as much again, later rows each their arithmetic. A draft adds rows
+that yield tokens only when they are accepted, so it pays when the step with it is expected to
+make more tokens per second than without: worth it for one stream copying its prompt, a loss for
+a guess that is seldom kept, or once several streams share the step and their arithmetic
+dominates. Costs are running means by band of row counts, older steps fading, so they follow
+the host (and what else runs on it). A lone stream tries what is not known yet: a draft of more
+rows than ever decoded at once goes ahead and measures them, and one that has not shown how its
+guesses fare (a new answer, or one back from a rest) is judged as if they were kept at
+`PROBE_RATE`: the draft that tells."""
 
 from __future__ import annotations
 
+import math
+from bisect import bisect_left
 from collections.abc import Callable
-from dataclasses import dataclass, field
 
 from llmedge.backends.llama.draft_model import DraftModel
 from llmedge.backends.llama.slots import Slot
 
-# Each step's weight in the fit fades by this much per later step (about 50 steps' memory).
-DECAY = 0.98
-# Row counts must have varied this much (their variance) before the slope is trusted.
-MIN_ROWS_VARIANCE = 0.5
+# Each step's weight in its band's mean fades by this much per later step in that band.
+DECAY = 0.95
+# Row counts up to this one have a band each; above it, each band is twice as wide as the last.
+EXACT_BANDS = 8
+# The acceptance a draft that probes is judged by: high, as a copying answer's are.
+PROBE_RATE = 0.9
 
 
 def expected_tokens(length: int, accept_rate: float) -> float:
@@ -30,52 +36,54 @@ def expected_tokens(length: int, accept_rate: float) -> float:
     return p * (1 - p**length) / (1 - p)
 
 
-@dataclass
-class StepCost:
-    """seconds ~ fixed_s + row_s * rows, fitted over the steps recorded so far."""
+def _band(rows: int) -> int:
+    if rows <= EXACT_BANDS:
+        return rows
+    return EXACT_BANDS + math.ceil(math.log2(rows / EXACT_BANDS))
 
-    _w: float = 0.0
-    _x: float = 0.0
-    _y: float = 0.0
-    _xx: float = 0.0
-    _xy: float = 0.0
-    _fitted: tuple[float, float] | None = field(default=None, repr=False)
-    _stale: bool = field(default=True, repr=False)
+
+class StepCost:
+    """Seconds a step of so many rows takes, learned from the steps decoded: each band of row
+    counts (1 to 8 each, then by doubling) keeps the running mean of its steps' rows and
+    seconds, and a count between two bands' means is read off the straight line between them
+    (below the first two, off theirs; above the last, it is not known yet). Not one line for
+    all: on a CPU a second row can cost as much as the first (a kernel that does not share its
+    reads of the weights between rows), and later rows less."""
+
+    def __init__(self) -> None:
+        self._bands: dict[int, list[float]] = {}  # band: [weight, rows, seconds], decayed sums
+        self._points: list[tuple[float, float]] | None = None  # (rows, seconds), by rows
 
     def record(self, rows: int, seconds: float) -> None:
-        self._stale = True
-        self._w = self._w * DECAY + 1
-        self._x = self._x * DECAY + rows
-        self._y = self._y * DECAY + seconds
-        self._xx = self._xx * DECAY + rows * rows
-        self._xy = self._xy * DECAY + rows * seconds
+        sums = self._bands.setdefault(_band(rows), [0.0, 0.0, 0.0])
+        sums[0] = sums[0] * DECAY + 1
+        sums[1] = sums[1] * DECAY + rows
+        sums[2] = sums[2] * DECAY + seconds
+        self._points = None
 
-    def fit(self) -> tuple[float, float] | None:
-        """(fixed seconds, seconds per row), or None until the rows have varied enough."""
-        if self._stale:  # asked for every draft considered: fitted once per recorded step
-            self._fitted, self._stale = self._solve(), False
-        return self._fitted
-
-    def _solve(self) -> tuple[float, float] | None:
-        if self._w < 2:
+    def seconds(self, rows: int) -> float | None:
+        """What a step of `rows` rows is expected to take; None until two bands are measured,
+        or for more rows than any measured."""
+        if self._points is None:  # asked for every draft considered: sorted once per step
+            self._points = sorted((r / w, s / w) for w, r, s in self._bands.values())
+        points = self._points
+        if len(points) < 2 or rows > points[-1][0]:
             return None
-        mean_x, mean_y = self._x / self._w, self._y / self._w
-        variance = self._xx / self._w - mean_x * mean_x
-        if variance < MIN_ROWS_VARIANCE:
-            return None
-        row_s = max((self._xy / self._w - mean_x * mean_y) / variance, 1e-7)
-        return max(mean_y - row_s * mean_x, 0.0), row_s
+        i = min(max(bisect_left(points, (rows, 0.0)), 1), len(points) - 1)
+        (x0, y0), (x1, y1) = points[i - 1], points[i]
+        slope = max((y1 - y0) / (x1 - x0), 0.0) if x1 > x0 else 0.0
+        return max(y0 + slope * (rows - x0), 1e-6)
 
-    def draft_pays(self, rows: int, tokens: float, length: int, accept_rate: float) -> bool:
-        """Whether a draft of `length` rows, each guess accepted with `accept_rate`, makes more
-        tokens per second than the step of `rows` rows making `tokens` tokens already does.
-        True while the cost is unknown."""
-        cost = self.fit()
-        if cost is None:
-            return True
-        fixed_s, row_s = cost
-        gain_per_s = expected_tokens(length, accept_rate) / (row_s * length)
-        return gain_per_s > tokens / (fixed_s + row_s * rows)
+    def draft_pays(
+        self, rows: int, tokens: float, length: int, accept_rate: float, explore: bool = True
+    ) -> bool:
+        """Whether a draft of `length` rows, each guess accepted with `accept_rate`, makes the
+        step of `rows` rows, which makes `tokens` tokens, yield more tokens per second; where
+        the costs are not known yet, `explore`."""
+        now, then = self.seconds(rows), self.seconds(rows + length)
+        if now is None or then is None:
+            return explore
+        return (tokens + expected_tokens(length, accept_rate)) / then > tokens / now
 
 
 def up_to_end(guess: list[int], ends: Callable[[int], bool]) -> list[int]:
@@ -120,11 +128,20 @@ class DraftPlanner:
                 request.max_tokens - len(request.generated) - 1,
                 self._n_ctx_seq - len(slot.kv_tokens) - 2,
             )
-            length = min(request.draft_length.wanted(), left, room)
-            rate = request.draft_length.accept_rate
-            while length > 0 and not self.cost.draft_pays(rows, tokens, length, rate):
+            record = request.draft_length
+            length = min(record.wanted(), left, room)
+            if length <= 0:
+                continue
+            # Trying is cheap for a lone stream, and worth it: a copy doubles its speed. In a step
+            # shared with other streams a draft goes only where the costs known say it pays.
+            alone = len(generating) == 1
+            rate = record.accept_rate
+            if record.probe and alone:
+                rate = max(rate, PROBE_RATE)
+            while length > 0 and not self.cost.draft_pays(rows, tokens, length, rate, alone):
                 length //= 2
             if length <= 0:
+                record.refused()
                 continue
             if self._draft_model is None:  # n-gram lookup: only a guess found takes rows
                 assert request.drafts is not None

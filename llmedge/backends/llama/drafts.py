@@ -71,13 +71,16 @@ ACCEPT_FADE = 0.05
 @dataclass
 class DraftLength:
     """How many tokens a slot proposes next: more while its drafts are accepted whole, fewer when
-    they are cut short; after two drafts in a row are rejected outright it rests (proposes
-    nothing) for a while, twice as long each time, until one is accepted again."""
+    they are cut short; after two drafts in a row are rejected outright, or a draft that would
+    not pay, it rests (proposes nothing) for a while, twice as long each time, until one is
+    accepted again. Its first draft, and the first after a rest, probe (`probe`): they show how
+    its guesses fare now."""
 
     length: int = DRAFT_START
     misses: int = 0
     resting: int = 0
     rest_steps: int = 1
+    probe: bool = True
     drafted: int = field(default=0)  # guesses proposed over the answer
     accepted: int = field(default=0)  # and kept
     # The share of recent guesses accepted, the latest draft counting half: acceptance comes in
@@ -88,25 +91,34 @@ class DraftLength:
         self.accept_rate += (ACCEPT_PRIOR - self.accept_rate) * ACCEPT_FADE
         if self.resting:
             self.resting -= 1
+            self.probe = not self.resting
             return 0
         return self.length
+
+    def refused(self) -> None:
+        """Its draft would not pay: rest."""
+        self._rest()
 
     def adapt(self, drafted: int, accepted: int) -> None:
         """Follow a draft's outcome (its tokens are counted in `drafted` and `accepted` by the
         scheduler as it samples them, before the answer can end)."""
         if not drafted:
             return
+        self.probe = False
         self.accept_rate = (self.accept_rate + accepted / drafted) / 2
         if accepted == drafted:
             self.length = min(DRAFT_MAX, self.length * 2)
             self.misses, self.rest_steps = 0, 1
         elif accepted:
-            self.length = max(DRAFT_MIN, accepted + 1)
+            self.length = max(DRAFT_MIN, min(accepted + 1, DRAFT_START))
             self.misses, self.rest_steps = 0, 1
         else:
             self.length = max(DRAFT_MIN, self.length // 2)
             self.misses += 1
             if self.misses >= 2:
-                self.resting = self.rest_steps
-                self.rest_steps = min(REST_STEPS_MAX, self.rest_steps * 2)
+                self._rest()
                 self.misses = 0
+
+    def _rest(self) -> None:
+        self.resting = self.rest_steps
+        self.rest_steps = min(REST_STEPS_MAX, self.rest_steps * 2)
