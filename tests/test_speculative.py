@@ -68,7 +68,7 @@ def test_draft_length_grows_shrinks_and_rests() -> None:
     length.adapt(2, 0)  # two drafts rejected outright: it rests for a step, then probes
     assert length.wanted() == 0 and length.probe and length.wanted() > 0
     length.adapt(1, 1)
-    length.refused()  # a draft that would not pay rests it too
+    length.rest()  # as a draft that would not pay does
     assert length.wanted() == 0 and length.probe
 
 

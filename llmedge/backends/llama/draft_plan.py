@@ -141,7 +141,7 @@ class DraftPlanner:
             while length > 0 and not self.cost.draft_pays(rows, tokens, length, rate, alone):
                 length //= 2
             if length <= 0:
-                record.refused()
+                record.rest()  # its draft would not pay
                 continue
             if self._draft_model is None:  # n-gram lookup: only a guess found takes rows
                 assert request.drafts is not None

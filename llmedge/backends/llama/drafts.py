@@ -95,10 +95,6 @@ class DraftLength:
             return 0
         return self.length
 
-    def refused(self) -> None:
-        """Its draft would not pay: rest."""
-        self._rest()
-
     def adapt(self, drafted: int, accepted: int) -> None:
         """Follow a draft's outcome (its tokens are counted in `drafted` and `accepted` by the
         scheduler as it samples them, before the answer can end)."""
@@ -116,9 +112,11 @@ class DraftLength:
             self.length = max(DRAFT_MIN, self.length // 2)
             self.misses += 1
             if self.misses >= 2:
-                self._rest()
+                self.rest()
                 self.misses = 0
 
-    def _rest(self) -> None:
+    def rest(self) -> None:
+        """Propose nothing for a while (its draft failed twice, or would not pay), twice as long
+        as the last time; then probe."""
         self.resting = self.rest_steps
         self.rest_steps = min(REST_STEPS_MAX, self.rest_steps * 2)
