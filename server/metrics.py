@@ -18,7 +18,9 @@ CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 # What each engine counter means (llmedge_engine_<name>, per loaded model).
 ENGINE_HELP = {
     "decode_steps_total": "Batched decode steps run.",
+    "decode_rows_total": "Tokens decoded in batched steps (prompts, next tokens and guesses).",
     "decode_seconds_total": "Seconds spent in batched decode steps.",
+    "step_seconds_total": "Seconds of whole steps: decoding, sampling and handing tokens out.",
     "decode_step_seconds_max": "Longest batched decode step.",
     "cancel_free_seconds_max": "Longest a cancelled generation kept its slot (one step at most).",
     "draft_tokens_total": "Tokens guessed ahead (speculative decoding).",

@@ -160,3 +160,11 @@ def test_metrics_count_requests_and_tokens_in_prometheus_text(
     assert samples["llmedge_models_loaded"] == 1 and samples["llmedge_slots"] >= 1
     assert samples["llmedge_resident_memory_bytes"] > 50e6
     assert samples["llmedge_requests_in_flight"] == 0
+
+    def engine(name: str) -> float:  # summed over the loaded models
+        return sum(v for k, v in samples.items() if k.startswith(f"llmedge_engine_{name}{{"))
+
+    # The prompt's tokens and two answer tokens, in at least two steps; a whole step holds its
+    # decode, and the time it spends besides (sampling, handing out) is what the engine adds.
+    assert engine("decode_rows_total") >= engine("decode_steps_total") + 1 >= 3
+    assert engine("step_seconds_total") > engine("decode_seconds_total") > 0

@@ -88,7 +88,9 @@ class BatchScheduler:
         self._idle = threading.Event()  # set while no request is running or waiting
         self.counters: dict[str, float] = {
             "decode_steps_total": 0,
+            "decode_rows_total": 0,
             "decode_seconds_total": 0.0,
+            "step_seconds_total": 0.0,
             "decode_step_seconds_max": 0.0,
             # The longest a cancelled request held its slot: at most one decode step.
             "cancel_free_seconds_max": 0.0,
@@ -147,8 +149,10 @@ class BatchScheduler:
             try:
                 started = time.perf_counter()
                 rows = self._step()
-                if rows:  # the whole step, sampling and handing out included
-                    self._planner.cost.record(rows, time.perf_counter() - started)
+                step_s = time.perf_counter() - started  # sampling and handing out included
+                self.counters["step_seconds_total"] += step_s
+                if rows:
+                    self._planner.cost.record(rows, step_s)
             except Exception as exc:  # a fault outside any one slot: never leave callers waiting
                 log.exception("llama.cpp batch step failed")
                 for slot in self._active():
@@ -260,6 +264,7 @@ class BatchScheduler:
         step_s = time.perf_counter() - started
         counters = self.counters
         counters["decode_steps_total"] += 1
+        counters["decode_rows_total"] += batch.n_tokens
         counters["decode_seconds_total"] += step_s
         counters["decode_step_seconds_max"] = max(counters["decode_step_seconds_max"], step_s)
         if code == 0:
